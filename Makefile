@@ -1,0 +1,64 @@
+# colab-gpu-runtime — every target sets up what it needs on first use (virtualenv, pinned
+# packages, podman & co.) and is quick when that is already done.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Molecule scenarios (one per role under test), run in this order by `make molecule`.
+SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+PYTEST_ARGS ?=
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements.yml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python 3.11+ is required on the controller (PYTHON=$(PYTHON))"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/ansible-galaxy collection install -r requirements.yml --offline
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with the pinned Python packages and check the collections
+
+.PHONY: sysdeps
+sysdeps: ## Install missing system packages (podman, runc, debootstrap, OpenSSH, autossh)
+	@scripts/ensure-system-deps.sh podman runc debootstrap ssh ssh-keygen sshd autossh ss curl
+
+.PHONY: images
+images: sysdeps ## Build or load the Debian 12/13 test-host images
+	@scripts/testhost-image.sh bookworm trixie
+
+.PHONY: lint
+lint: venv ## yamllint + ansible-lint (production profile) + syntax checks
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --nocolor
+	$(BIN)/python -m py_compile tests/*.py bench/*.py
+
+.PHONY: molecule
+molecule: venv images ## Molecule role tests on Debian 12 and 13 hosts (SCENARIOS="a b" to pick)
+	@export COLAB_TEST_IMAGE_BOOKWORM=$$(scripts/testhost-image.sh bookworm) \
+	        COLAB_TEST_IMAGE_TRIXIE=$$(scripts/testhost-image.sh trixie); \
+	for s in $(SCENARIOS); do \
+	  echo "== molecule test -s $$s"; \
+	  $(BIN)/molecule test -s $$s; \
+	done
+
+.PHONY: e2e
+e2e: venv images ## pytest: substrate, provisioning (moto), runtime protocol and end-to-end tests
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint molecule e2e ## Everything CI runs: lint, Molecule, end-to-end
+
+.PHONY: clean
+clean: ## Remove the virtualenv and local state (test-host image cache is kept)
+	rm -rf $(VENV) .ansible .pytest_cache

@@ -1,0 +1,315 @@
+"""Test substrate: a moto EC2 API and podman "remote hosts" running systemd and sshd.
+
+Used by the pytest fixtures in conftest.py and by the demo/bench scripts. Everything here
+creates resources with the ``colab-test-`` name prefix and removes only what it created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = ROOT / ".venv" / "bin"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+NAME_PREFIX = "colab-test-"
+# Both are required on these VMs: crun cannot run in hybrid cgroup mode, and podman's default
+# RLIMIT_NOFILE raise is not permitted.
+PODMAN_RUN_FIXES = [
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=32768:32768",
+]
+
+
+def tool(name: str) -> str:
+    """Path of a command from the project's virtualenv, else from PATH."""
+    candidate = VENV_BIN / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_tcp(host: str, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+        time.sleep(0.1)
+
+
+def testhost_image(suite: str = "bookworm") -> str:
+    """Image reference for a Debian test host (built or loaded from cache when missing)."""
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "testhost-image.sh"), suite],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- moto
+class MotoServer:
+    """A moto_server process on a free loopback port."""
+
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        run_env = dict(os.environ)
+        run_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [tool("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=run_env,
+        )
+        wait_tcp("127.0.0.1", self.port, timeout=30)
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def aws_env(self, region: str = "us-east-2") -> dict[str, str]:
+        """Environment that points botocore (modules, inventory plugin, boto3) at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": region,
+            "AWS_REGION": region,
+        }
+
+
+# --------------------------------------------------------------------------- hosts
+def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class RemoteHost:
+    """A podman container booted with systemd as PID 1 and sshd published on 127.0.0.1."""
+
+    name: str
+    image: str
+    ssh_port: int
+    key_path: Path
+    user: str = "admin"
+    published: dict[int, int] = field(default_factory=dict)
+
+    # -- lifecycle
+    @classmethod
+    def start(
+        cls,
+        image: str,
+        key_path: Path,
+        name: str | None = None,
+        ssh_port: int | None = None,
+        extra_args: list[str] | None = None,
+    ) -> RemoteHost:
+        host = cls(
+            name=name or f"{NAME_PREFIX}{uuid.uuid4().hex[:8]}",
+            image=image,
+            ssh_port=ssh_port or free_port(),
+            key_path=key_path,
+        )
+        host.run_container(extra_args or [])
+        host.provision_login()
+        host.wait_ssh()
+        return host
+
+    def run_container(self, extra_args: list[str]) -> None:
+        podman(
+            "run", "-d", "--name", self.name, "--hostname", self.name,
+            *PODMAN_RUN_FIXES,
+            "--systemd=always",
+            "--label", "colab-gpu-runtime.test=1",
+            "-p", f"127.0.0.1:{self.ssh_port}:22",
+            *extra_args,
+            self.image, "/sbin/init",
+        )  # fmt: skip
+        self.wait_systemd()
+
+    def wait_systemd(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            res = podman("exec", self.name, "systemctl", "is-system-running", check=False)
+            state = res.stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"{self.name}: systemd not running after {timeout}s (state {state!r})")
+
+    def provision_login(self) -> None:
+        """Create the cloud-image style login: a sudo user holding the test's public key."""
+        pub = Path(str(self.key_path) + ".pub").read_text()
+        script = f"""
+set -e
+id {self.user} >/dev/null 2>&1 || useradd -m -s /bin/bash {self.user}
+install -d -m 700 -o {self.user} -g {self.user} /home/{self.user}/.ssh
+printf '%s\\n' '{pub.strip()}' > /home/{self.user}/.ssh/authorized_keys
+chown {self.user}:{self.user} /home/{self.user}/.ssh/authorized_keys
+chmod 600 /home/{self.user}/.ssh/authorized_keys
+echo '{self.user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-{self.user}
+chmod 440 /etc/sudoers.d/90-{self.user}
+"""
+        self.exec("sh", "-c", script)
+        # The test network intercepts TLS: give the host the controller's CA bundle, as a
+        # company image would carry its proxy CA.
+        if CA_BUNDLE.exists():
+            podman("cp", str(CA_BUNDLE), f"{self.name}:/etc/ssl/certs/ca-certificates.crt")
+
+    def wait_ssh(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.ssh("true", check=False)
+            if last.returncode == 0:
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"{self.name}: no SSH after {timeout}s: {last.stderr if last else ''}")
+
+    def remove(self) -> None:
+        podman("rm", "-f", "-t", "0", self.name, check=False)
+
+    def restart(self) -> None:
+        podman("restart", "-t", "5", self.name)
+        self.wait_systemd()
+        self.wait_ssh()
+
+    # -- access
+    def exec(self, *cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return podman("exec", self.name, *cmd, check=check, timeout=timeout)
+
+    def ssh_options(self) -> list[str]:
+        return [
+            "-i", str(self.key_path),
+            "-p", str(self.ssh_port),
+            "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR",
+            "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=5",
+        ]  # fmt: skip
+
+    def ssh(self, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ssh", *self.ssh_options(), f"{self.user}@127.0.0.1", *cmd],
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def inventory(self, hostname: str | None = None, group: str = "colab_gpu_hosts") -> dict:
+        """A static inventory (as a dict) that reaches this host over SSH."""
+        return {
+            group: {
+                "hosts": {
+                    hostname or self.name: {
+                        "ansible_host": "127.0.0.1",
+                        "ansible_port": self.ssh_port,
+                        "ansible_user": self.user,
+                        "ansible_ssh_private_key_file": str(self.key_path),
+                        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+                    }
+                }
+            }
+        }
+
+
+def make_ssh_key(directory: Path) -> Path:
+    key = directory / "id_ed25519"
+    if not key.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "colab-gpu-runtime-test", "-f", str(key)],
+            check=True,
+        )
+    return key
+
+
+def remove_test_containers() -> None:
+    """Remove every container this project's tests created (by label), e.g. after a crash."""
+    res = podman("ps", "-a", "--filter", "label=colab-gpu-runtime.test=1", "--format", "json", check=False)
+    for c in json.loads(res.stdout or "[]"):
+        for name in c.get("Names", []):
+            if name.startswith(NAME_PREFIX):
+                podman("rm", "-f", "-t", "0", name, check=False)
+
+
+def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def ansible_playbook(
+    *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """Run ansible-playbook from the project root; output is captured for assertions."""
+    res = subprocess.run(
+        [tool("ansible-playbook"), *args],
+        cwd=ROOT,
+        env=ansible_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and res.returncode != 0:
+        raise AssertionError(f"ansible-playbook {' '.join(args)} failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def play_recap(output: str) -> dict[str, dict[str, int]]:
+    """Parse PLAY RECAP lines into {host: {ok, changed, failed, ...}}."""
+    recap: dict[str, dict[str, int]] = {}
+    in_recap = False
+    for line in output.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        if in_recap and ":" in line and "=" in line:
+            host, _, stats = line.partition(":")
+            recap[host.strip()] = {k: int(v) for k, v in (kv.split("=") for kv in stats.split())}
+    return recap
+
+
+def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()

@@ -1,0 +1,85 @@
+"""The test substrate itself works: systemd test hosts reached over SSH, and moto via endpoint_url."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import yaml
+from substrate import ansible_playbook, play_recap
+
+
+def test_host_boots_systemd_as_pid1_and_answers_ssh(remote_host):
+    comm = remote_host.exec("cat", "/proc/1/comm").stdout.strip()
+    assert comm == "systemd"
+    state = remote_host.exec("systemctl", "is-system-running", check=False).stdout.strip()
+    assert state in ("running", "degraded")
+    assert remote_host.ssh("id", "-un").stdout.strip() == remote_host.user
+
+
+def test_ansible_reaches_host_over_ssh(remote_host, tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": remote_host.inventory()}}))
+    playbook = tmp_path / "ping.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Reach the test host",
+                    "hosts": "colab_gpu_hosts",
+                    "gather_facts": True,
+                    "become": True,
+                    "tasks": [
+                        {"name": "Ping", "ansible.builtin.ping": {}},
+                        {
+                            "name": "Report the init system",
+                            "ansible.builtin.debug": {"msg": "init={{ ansible_service_mgr }} user={{ ansible_user_id }}"},
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    res = ansible_playbook("-i", str(inventory), str(playbook))
+    assert res.returncode == 0, res.stdout
+    assert "init=systemd user=root" in res.stdout
+    assert play_recap(res.stdout)[remote_host.name]["failed"] == 0
+
+
+def test_amazon_aws_module_reaches_moto_through_endpoint_url(moto, tmp_path):
+    playbook = tmp_path / "kp.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Talk to the emulated EC2 API",
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                    "tasks": [
+                        {
+                            "name": "Create a key pair",
+                            "amazon.aws.ec2_key": {
+                                "name": "substrate-check",
+                                "key_type": "ed25519",
+                                "region": "us-east-2",
+                                "endpoint_url": moto.url,
+                                "access_key": "testing",
+                                "secret_key": "testing",
+                            },
+                            "register": "kp",
+                        },
+                        {"name": "Show it", "ansible.builtin.debug": {"msg": "{{ kp.key.name | to_json }}"}},
+                    ],
+                }
+            ]
+        )
+    )
+    res = ansible_playbook("-i", "localhost,", str(playbook))
+    assert res.returncode == 0, res.stdout
+    ec2 = boto3.client(
+        "ec2", endpoint_url=moto.url, region_name="us-east-2", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    names = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]]
+    assert names == ["substrate-check"], json.dumps(names)
