@@ -59,6 +59,14 @@ e2e: venv images ## pytest: substrate, provisioning (moto), runtime protocol and
 .PHONY: test
 test: lint molecule e2e ## Everything CI runs: lint, Molecule, end-to-end
 
+.PHONY: demo
+demo: venv images ## site.yml against an emulated EC2 API and a local podman "GPU host"; ends with a URL
+	$(BIN)/python scripts/demo.py up
+
+.PHONY: demo-down
+demo-down: venv ## Remove everything `make demo` started
+	$(BIN)/python scripts/demo.py down
+
 .PHONY: clean
 clean: ## Remove the virtualenv and local state (test-host image cache is kept)
 	rm -rf $(VENV) .ansible .pytest_cache

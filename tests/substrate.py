@@ -133,12 +133,14 @@ class RemoteHost:
         name: str | None = None,
         ssh_port: int | None = None,
         extra_args: list[str] | None = None,
+        user: str = "admin",
     ) -> RemoteHost:
         host = cls(
             name=name or f"{NAME_PREFIX}{uuid.uuid4().hex[:8]}",
             image=image,
             ssh_port=ssh_port or free_port(),
             key_path=key_path,
+            user=user,
         )
         host.run_container(extra_args or [])
         host.provision_login()
