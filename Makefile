@@ -67,6 +67,11 @@ demo: venv images ## site.yml against an emulated EC2 API and a local podman "GP
 demo-down: venv ## Remove everything `make demo` started
 	$(BIN)/python scripts/demo.py down
 
+.PHONY: bench
+bench: venv images ## Benchmarks: converge vs the seed recipe, no-op re-run, Colab cell round-trips
+	@scripts/ensure-system-deps.sh chromium
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 .PHONY: clean
 clean: ## Remove the virtualenv and local state (test-host image cache is kept)
 	rm -rf $(VENV) .ansible .pytest_cache
