@@ -280,17 +280,18 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def ansible_playbook(
     *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 900
 ) -> subprocess.CompletedProcess:
-    """Run ansible-playbook from the project root; output is captured for assertions."""
+    """Run ansible-playbook from the project root; stdout and stderr are captured together, in order."""
     res = subprocess.run(
         [tool("ansible-playbook"), *args],
         cwd=ROOT,
         env=ansible_env(env),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         timeout=timeout,
     )
     if check and res.returncode != 0:
-        raise AssertionError(f"ansible-playbook {' '.join(args)} failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
+        raise AssertionError(f"ansible-playbook {' '.join(args)} failed:\n{res.stdout[-8000:]}")
     return res
 
 
@@ -315,3 +316,5 @@ def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = No
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+    except OSError:  # refused, reset, timed out: no HTTP answer at all
+        return 0, b""

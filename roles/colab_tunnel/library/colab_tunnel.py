@@ -1,0 +1,301 @@
+#!/usr/bin/python
+"""Ansible module: start, check or stop the supervised SSH port forward to a Colab runtime."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: colab_tunnel
+short_description: Keep an OpenSSH port forward to a Colab runtime alive on the controller
+description:
+  - Runs C(ssh -F ssh_config host_alias remote_command) under a small supervisor process that
+    restarts ssh whenever it exits, and reports whether the forward really carries HTTP.
+  - I(state=started) keeps a healthy tunnel started with the same SSH configuration, and
+    replaces a dead, unhealthy or outdated one.
+  - A local port held by another program is refused with the name and pid of that program.
+options:
+  state:
+    description: Desired state; C(status) only reports.
+    type: str
+    choices: [started, stopped, status]
+    default: started
+  host_alias:
+    description: Host entry in I(ssh_config) that carries the LocalForward.
+    type: str
+    required: true
+  ssh_config:
+    description: Path of the generated SSH client configuration.
+    type: path
+    required: true
+  local_port:
+    description: Local TCP port of the forward.
+    type: int
+    required: true
+  bind_address:
+    description: Local address of the forward.
+    type: str
+    default: 127.0.0.1
+  state_dir:
+    description: Directory for the pid, log and state files.
+    type: path
+    required: true
+  supervisor_script:
+    description: Path of the supervisor script.
+    type: path
+    required: true
+  python:
+    description: Python interpreter that runs the supervisor; defaults to the module's own.
+    type: path
+  remote_command:
+    description:
+      - Command the tunnel's session runs on the host. A session (not C(ssh -N)) makes sshd turn
+        off Nagle's algorithm on its socket, which removes a 40 ms stall per Colab cell.
+    type: str
+    default: exec sleep infinity
+  timeout:
+    description: Seconds to wait for a new tunnel to carry HTTP.
+    type: int
+    default: 30
+author: colab-gpu-runtime
+"""
+
+RETURN = r"""
+running:
+  description: Whether the supervisor runs.
+  type: bool
+  returned: always
+healthy:
+  description: Whether an HTTP request through the forward got an HTTP answer.
+  type: bool
+  returned: always
+pid:
+  description: Supervisor process id, when running.
+  type: int
+  returned: always
+ssh_pid:
+  description: Current ssh process id, when running.
+  type: int
+  returned: always
+log_tail:
+  description: Last lines of the tunnel log.
+  type: list
+  elements: str
+  returned: always
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def read_int(path):
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def http_answers(address, port, timeout=2.0):
+    """True when an HTTP request through the forward gets an HTTP status line back."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            return sock.recv(12).startswith(b"HTTP/1.")
+    except OSError:
+        return False
+
+
+def port_holder(address, port):
+    """Describe what listens on address:port, or None when the port is free."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((address, port))
+        return None
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    if shutil.which("ss"):
+        out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        found = re.findall(r'\("([^"]+)",pid=(\d+)', out)
+        if found:
+            return ", ".join(f"{name} (pid {pid})" for name, pid in dict.fromkeys(found))
+    if shutil.which("lsof"):
+        out = subprocess.run(
+            ["lsof", "-nP", f"-iTCP:{port}", "-sTCP:LISTEN", "-Fpc"], capture_output=True, text=True
+        ).stdout
+        pids = re.findall(r"^p(\d+)$", out, re.M)
+        names = re.findall(r"^c(.+)$", out, re.M)
+        if pids:
+            return ", ".join(f"{n} (pid {p})" for n, p in zip(names, pids))
+    return "an unknown program"
+
+
+class Tunnel:
+    def __init__(self, module):
+        self.m = module
+        p = module.params
+        self.alias = p["host_alias"]
+        self.port = p["local_port"]
+        self.address = p["bind_address"]
+        base = os.path.join(p["state_dir"], self.alias)
+        self.pidfile = base + ".pid"
+        self.logfile = base + ".log"
+        self.stampfile = base + ".config-sha256"
+        try:
+            with open(p["ssh_config"], "rb") as fh:
+                self.config_hash = hashlib.sha256(fh.read() + p["remote_command"].encode()).hexdigest()
+        except FileNotFoundError:
+            if not module.check_mode:
+                raise
+            self.config_hash = None  # check mode before the first run: nothing written yet
+
+    def pid(self):
+        pid = read_int(self.pidfile)
+        return pid if alive(pid) else None
+
+    def ssh_pid(self):
+        pid = read_int(self.pidfile + ".child")
+        return pid if alive(pid) else None
+
+    def healthy(self, wait=0.0):
+        deadline = time.monotonic() + wait
+        while True:
+            if http_answers(self.address, self.port):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.25)
+
+    def current_config(self):
+        try:
+            with open(self.stampfile) as fh:
+                return fh.read().strip() == self.config_hash
+        except OSError:
+            return False
+
+    def log_tail(self, n=15):
+        try:
+            with open(self.logfile, errors="replace") as fh:
+                return [line.rstrip() for line in fh.readlines()[-n:]]
+        except OSError:
+            return []
+
+    def stop(self):
+        pid = self.pid()
+        if not pid:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        return True
+
+    def start(self):
+        p = self.m.params
+        command = [
+            p["python"] or sys.executable, p["supervisor_script"], "--pidfile", self.pidfile, "--logfile", self.logfile, "--",
+            "ssh", "-F", p["ssh_config"], self.alias, p["remote_command"],
+        ]  # fmt: skip
+        # The supervisor daemonizes itself; this call returns once it has forked.
+        subprocess.run(command, check=True, stdin=subprocess.DEVNULL)
+        with open(self.stampfile, "w") as fh:
+            fh.write(self.config_hash + "\n")
+
+    def result(self, changed, **extra):
+        pid = self.pid()
+        res = dict(
+            changed=changed,
+            running=bool(pid),
+            healthy=bool(pid) and self.healthy(),
+            pid=pid or 0,
+            ssh_pid=self.ssh_pid() or 0,
+            log_tail=self.log_tail(),
+        )
+        res.update(extra)
+        return res
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", default="started", choices=["started", "stopped", "status"]),
+            host_alias=dict(type="str", required=True),
+            ssh_config=dict(type="path", required=True),
+            local_port=dict(type="int", required=True),
+            bind_address=dict(type="str", default="127.0.0.1"),
+            state_dir=dict(type="path", required=True),
+            supervisor_script=dict(type="path", required=True),
+            python=dict(type="path"),
+            remote_command=dict(type="str", default="exec sleep infinity"),
+            timeout=dict(type="int", default=30),
+        ),
+        supports_check_mode=True,
+    )
+    tunnel = Tunnel(module)
+    state = module.params["state"]
+
+    if state == "status":
+        module.exit_json(**tunnel.result(False))
+
+    if state == "stopped":
+        running = bool(tunnel.pid())
+        if running and not module.check_mode:
+            tunnel.stop()
+        module.exit_json(**tunnel.result(running))
+
+    # started: keep a healthy tunnel that runs the same configuration.
+    if tunnel.pid() and tunnel.current_config() and tunnel.healthy(wait=3):
+        module.exit_json(**tunnel.result(False))
+    if module.check_mode:
+        module.exit_json(**tunnel.result(True))
+    tunnel.stop()
+    holder = port_holder(tunnel.address, tunnel.port)
+    if holder:
+        module.fail_json(
+            msg=(
+                f"Local port {tunnel.address}:{tunnel.port} is already in use by {holder}. Stop that program, "
+                f"or choose another port with colab_tunnel_local_port (the runtime's colab_runtime_port must match "
+                f"it for Colab's classic flow)."
+            ),
+            **tunnel.result(False),
+        )
+    tunnel.start()
+    if not tunnel.healthy(wait=module.params["timeout"]):
+        tail = tunnel.log_tail()
+        tunnel.stop()
+        module.fail_json(
+            msg=(
+                f"The SSH tunnel {tunnel.address}:{tunnel.port} -> {tunnel.alias} did not carry HTTP within "
+                f"{module.params['timeout']}s; see the log below and {tunnel.logfile}."
+            ),
+            **tunnel.result(True, log_tail=tail),
+        )
+    module.exit_json(**tunnel.result(True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
