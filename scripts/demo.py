@@ -25,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from substrate import (  # noqa: E402
     ROOT,
     RemoteHost,
-    ansible_env,
+    ec2_env,
     free_port,
     http_get,
     make_ssh_key,
     podman,
+    write_ec2_overlay,
     testhost_image,
     tool,
     wait_tcp,
@@ -96,45 +97,6 @@ def ensure_host(state: dict, key: Path) -> int:
     return host.ssh_port
 
 
-def write_overlay(ssh_port: int, key: Path) -> Path:
-    inv = DEMO / "inventory"
-    (inv / "group_vars").mkdir(parents=True, exist_ok=True)
-    (inv / "hosts.yml").write_text(
-        f"""# Maps the emulated instance onto the local container (written by scripts/demo.py).
-all:
-  hosts:
-    {HOST_NAME}:
-      ansible_host: 127.0.0.1
-      ansible_port: {ssh_port}
-      ansible_ssh_private_key_file: {key}
-"""
-    )
-    (inv / "group_vars" / "all.yml").write_text(
-        f"""---
-# Demo overlay (written by scripts/demo.py): the emulated account and a host without a GPU.
-ec2_gpu_host_region: {REGION}
-ec2_gpu_host_owner: {OWNER}
-ec2_gpu_host_public_key_file: {key}.pub
-ec2_gpu_host_ssh_cidr: 127.0.0.1/32
-nvidia_gpu_required: false
-"""
-    )
-    return inv
-
-
-def demo_env(moto_url: str) -> dict[str, str]:
-    return ansible_env(
-        {
-            "AWS_ENDPOINT_URL": moto_url,
-            "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo",
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "COLAB_OWNER": OWNER,
-        }
-    )
-
-
 def run_playbook(args: list[str], env: dict[str, str]) -> int:
     cmd = [tool("ansible-playbook"), "-i", "inventory/", "-i", str(DEMO / "inventory"), *args]
     print("+", " ".join(cmd), flush=True)
@@ -148,8 +110,8 @@ def up() -> int:
     key = make_ssh_key(DEMO)
     moto_url = ensure_moto(state)
     ssh_port = ensure_host(state, key)
-    write_overlay(ssh_port, key)
-    rc = run_playbook(["site.yml"], demo_env(moto_url))
+    write_ec2_overlay(DEMO / "inventory", HOST_NAME, ssh_port, key, OWNER, REGION)
+    rc = run_playbook(["site.yml"], ec2_env(moto_url, OWNER, REGION))
     if rc != 0:
         print(f"demo: site.yml failed (rc={rc}); `make demo-down` removes everything", file=sys.stderr)
         return rc
@@ -168,7 +130,7 @@ def down() -> int:
     state = load_state()
     key = DEMO / "id_ed25519"
     if pid_alive(state.get("moto_pid")) and (DEMO / "inventory").exists():
-        env = demo_env(f"http://127.0.0.1:{state['moto_port']}")
+        env = ec2_env(f"http://127.0.0.1:{state['moto_port']}", OWNER, REGION)
         run_playbook(["playbooks/connect.yml", "-e", "colab_tunnel_state=stopped"], env)
         run_playbook(["playbooks/teardown.yml", "-e", "ec2_gpu_host_terminate=true"], env)
     podman("rm", "-f", "-t", "0", CONTAINER, check=False)

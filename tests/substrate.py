@@ -318,3 +318,51 @@ def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = No
         return err.code, err.read()
     except OSError:  # refused, reset, timed out: no HTTP answer at all
         return 0, b""
+
+
+# --------------------------------------------------------------------------- EC2 emulation overlay
+def ec2_env(moto_url: str, owner: str, region: str = "us-east-2") -> dict[str, str]:
+    """Environment for site.yml against the emulated EC2 API: the endpoint is the only difference."""
+    return ansible_env(
+        {
+            "AWS_ENDPOINT_URL": moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "COLAB_OWNER": owner,
+        }
+    )
+
+
+def write_ec2_overlay(directory: Path, host_name: str, ssh_port: int, key: Path, owner: str, region: str = "us-east-2") -> Path:
+    """A second inventory source: maps the emulated instance onto a local container's SSH address.
+
+    The playbooks run unchanged; this only supplies what a real account and a real GPU would:
+    the instance's reachable address, the key pair's public key, the caller's CIDR and a host
+    without a GPU.
+    """
+    (directory / "group_vars").mkdir(parents=True, exist_ok=True)
+    (directory / "hosts.yml").write_text(
+        f"""# The emulated instance {host_name} is reached at this container's SSH port.
+all:
+  hosts:
+    {host_name}:
+      ansible_host: 127.0.0.1
+      ansible_port: {ssh_port}
+      ansible_ssh_private_key_file: {key}
+      ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+"""
+    )
+    (directory / "group_vars" / "all.yml").write_text(
+        f"""---
+# Emulated account: the caller's CIDR cannot be detected offline, the key pair imports the local
+# key, and the stand-in host has no GPU.
+ec2_gpu_host_region: {region}
+ec2_gpu_host_owner: {owner}
+ec2_gpu_host_ssh_private_key_file: {key}
+ec2_gpu_host_ssh_cidr: 127.0.0.1/32
+nvidia_gpu_required: false
+"""
+    )
+    return directory
