@@ -1,0 +1,190 @@
+"""End to end: site.yml against the emulated EC2 API and a container playing the instance.
+
+clean start -> site.yml (provision, configure, connect) -> a cell executes through the tunnel in
+both Colab flows -> a second run changes nothing and keeps the same tunnel -> a killed tunnel
+comes back by itself -> a restarted host brings service and tunnel back -> the example on-prem
+inventory configures and connects the same way -> teardown leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from colab_client import ColabClient
+from substrate import (
+    RemoteHost,
+    ansible_playbook,
+    ec2_env,
+    free_port,
+    http_get,
+    play_recap,
+    write_ec2_overlay,
+)
+
+pytestmark = pytest.mark.slow
+
+OWNER = "e2e"
+REGION = "us-east-2"
+HOST = f"colab-gpu-runtime-{OWNER}"
+# A free port rather than the default 8888, so a runtime already running here cannot interfere.
+PORT = free_port()
+
+
+class Site:
+    def __init__(self, moto, host: RemoteHost, workdir: Path) -> None:
+        self.moto, self.host, self.workdir = moto, host, workdir
+        self.state_dir = workdir / "colab"
+        self.overlay = write_ec2_overlay(workdir / "overlay", HOST, host.ssh_port, host.key_path, OWNER, REGION)
+        self.env = ec2_env(moto.url, OWNER, REGION)
+
+    def run(self, playbook: str = "site.yml", *extra: str, inventory: list[str] | None = None):
+        inventories = inventory or ["inventory/", str(self.overlay)]
+        args = [a for inv in inventories for a in ("-i", inv)]
+        return ansible_playbook(
+            *args, playbook,
+            "-e", f"colab_tunnel_state_dir={self.state_dir}",
+            "-e", f"colab_runtime_port={PORT}",
+            *extra, env=self.env,
+        )  # fmt: skip
+
+    def pid(self, alias: str = f"colab-{HOST}") -> int:
+        return int((self.state_dir / f"{alias}-tunnel.pid").read_text())
+
+    def ssh_pid(self, alias: str = f"colab-{HOST}") -> int:
+        return int((self.state_dir / f"{alias}-tunnel.pid.child").read_text())
+
+    def url(self, alias: str = f"colab-{HOST}") -> str:
+        return (self.state_dir / f"{alias}.url").read_text().strip()
+
+    def ec2(self):
+        return boto3.client(
+            "ec2", endpoint_url=self.moto.url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
+
+    def instances(self, *states: str) -> list[dict]:
+        res = self.ec2().describe_instances(Filters=[{"Name": "tag:colab-gpu-runtime:owner", "Values": [OWNER]}])
+        found = [i for r in res["Reservations"] for i in r["Instances"]]
+        return [i for i in found if not states or i["State"]["Name"] in states]
+
+
+def wait_answers(url: str, timeout: float) -> float:
+    base, _, query = url.partition("?")
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if http_get(f"{base.rstrip('/')}/api/status?{query}", timeout=2)[0] == 200:
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise AssertionError(f"{base} did not answer within {timeout}s")
+
+
+def cell(url: str, flow: str) -> str:
+    with ColabClient(url, None, flow=flow) as client:
+        return client.execute("import os; print(6*7, os.getuid() != 0)").strip()
+
+
+@pytest.fixture(scope="module")
+def site(request, moto_server, tmp_path_factory, bookworm_image, ssh_key, _cleanup_leftover_hosts):
+    moto_server.reset()
+    host = RemoteHost.start(image=bookworm_image, key_path=ssh_key, user="ubuntu")
+    s = Site(moto_server, host, tmp_path_factory.mktemp("e2e"))
+
+    def cleanup():
+        s.run("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
+        host.remove()
+        moto_server.reset()
+
+    request.addfinalizer(cleanup)
+    return s
+
+
+def test_site_yml_from_clean_start_prints_a_working_url(site):
+    res = site.run()
+    assert res.returncode == 0, res.stdout[-8000:]
+    assert len(site.instances("running")) == 1
+    assert f"Paste into Colab > Connect > Connect to a local runtime: http://localhost:{PORT}/?token=" in res.stdout
+    # connect proved both flows before printing the URL
+    assert "http_over_ws: OK" in res.stdout and "direct: OK" in res.stdout
+    assert wait_answers(site.url(), 5) < 5
+
+
+@pytest.mark.parametrize("flow", ["http_over_ws", "direct"])
+def test_cell_executes_through_the_tunnel(site, flow):
+    assert cell(site.url(), flow) == "42 True"
+
+
+def test_second_run_changes_nothing_and_keeps_the_tunnel(site):
+    pid = site.pid()
+    start = time.monotonic()
+    res = site.run()
+    elapsed = time.monotonic() - start
+    assert res.returncode == 0, res.stdout[-6000:]
+    recap = play_recap(res.stdout)
+    assert recap[HOST]["changed"] == 0, res.stdout[-6000:]
+    assert recap["localhost"]["changed"] == 0, res.stdout[-6000:]
+    assert site.pid() == pid
+    print(f"no-op re-run of site.yml: {elapsed:.1f}s")
+
+
+def test_killed_tunnel_comes_back_by_itself(site):
+    old = site.ssh_pid()
+    os.kill(old, signal.SIGKILL)
+    assert wait_answers(site.url(), 15) < 15
+    assert site.ssh_pid() != old
+    assert cell(site.url(), "http_over_ws") == "42 True"
+
+
+def test_restarted_host_brings_service_and_tunnel_back(site):
+    site.host.restart()
+    assert site.host.exec("systemctl", "is-active", "colab-runtime").stdout.strip() == "active"
+    assert wait_answers(site.url(), 60) < 60
+    assert cell(site.url(), "direct") == "42 True"
+
+
+def test_onprem_example_inventory_configures_and_connects(site, tmp_path):
+    # The example file as shipped, plus a source that points its host at the container.
+    mapping = tmp_path / "onprem-address.yml"
+    mapping.write_text(
+        f"""all:
+  hosts:
+    gpu-workstation:
+      ansible_host: 127.0.0.1
+      ansible_port: {site.host.ssh_port}
+      ansible_user: ubuntu
+      ansible_ssh_private_key_file: {site.host.key_path}
+      ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+      nvidia_gpu_required: false
+"""
+    )
+    # The EC2 host's tunnel holds the port on this machine: close it first.
+    assert site.run("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped").returncode == 0
+    res = site.run("site.yml", "--skip-tags", "provision", inventory=["inventory/examples/onprem.yml", str(mapping)])
+    try:
+        assert res.returncode == 0, res.stdout[-8000:]
+        assert play_recap(res.stdout)["gpu-workstation"]["failed"] == 0
+        assert f"http://localhost:{PORT}/?token=" in res.stdout
+        assert cell(site.url("colab-gpu-workstation"), "http_over_ws") == "42 True"
+    finally:
+        site.run(
+            "playbooks/connect.yml", "-e", "colab_tunnel_state=stopped",
+            inventory=["inventory/examples/onprem.yml", str(mapping)],
+        )  # fmt: skip
+
+
+def test_teardown_leaves_nothing_running(site):
+    # Reopen the EC2 host's tunnel (closed for the on-prem run), then take everything down.
+    assert site.run("playbooks/connect.yml").returncode == 0
+    assert wait_answers(site.url(), 10) < 10
+    stop = site.run("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
+    assert stop.returncode == 0, stop.stdout[-4000:]
+    assert not (site.state_dir / f"colab-{HOST}-tunnel.pid").exists()
+    assert http_get(f"http://127.0.0.1:{PORT}/api", timeout=2)[0] == 0
+    res = site.run("playbooks/teardown.yml", "-e", "ec2_gpu_host_terminate=true")
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert site.instances("pending", "running", "stopping", "stopped") == []
+    groups = site.ec2().describe_security_groups(Filters=[{"Name": "tag:colab-gpu-runtime:owner", "Values": [OWNER]}])
+    assert groups["SecurityGroups"] == []
