@@ -41,7 +41,7 @@ images: sysdeps ## Build or load the Debian 12/13 test-host images
 lint: venv ## yamllint + ansible-lint (production profile) + syntax checks
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --nocolor
-	$(BIN)/python -m py_compile tests/*.py bench/*.py
+	$(BIN)/python -m compileall -q tests bench scripts roles
 
 .PHONY: molecule
 molecule: venv images ## Molecule role tests on Debian 12 and 13 hosts (SCENARIOS="a b" to pick)
@@ -53,7 +53,8 @@ molecule: venv images ## Molecule role tests on Debian 12 and 13 hosts (SCENARIO
 	done
 
 .PHONY: e2e
-e2e: venv images ## pytest: substrate, provisioning (moto), runtime protocol and end-to-end tests
+e2e: venv images ## pytest: substrate, provisioning (moto), runtime protocol, browser and end-to-end tests
+	@scripts/ensure-system-deps.sh chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: test
