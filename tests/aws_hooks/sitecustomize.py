@@ -1,0 +1,116 @@
+"""Test double: EC2 launch faults that moto cannot produce. Loaded only by tests.
+
+tests/test_provision.py puts this directory on PYTHONPATH, so every Python process of the
+run (ansible-playbook and the modules it starts) imports it at start-up. With
+COLAB_TEST_EC2_FAULTS set it hooks botocore so that RunInstances answers with the EC2 error
+code given for matching calls instead of reaching the endpoint, and logs every RunInstances
+call to COLAB_TEST_EC2_CALL_LOG (JSON lines). Production code has no knowledge of it.
+
+It also corrects one moto deviation from AWS: moto stores a launch template's own tags
+(TagSpecifications of type "launch-template" given to CreateLaunchTemplate) inside the
+template's LaunchTemplateData, where AWS never returns them ("launch-template" is not a
+valid resource type there). amazon.aws.ec2_launch_template compares that data to decide
+whether a new version is needed, so against plain moto the second run would add a version
+that AWS would not. The hook drops those entries from DescribeLaunchTemplateVersions answers.
+
+COLAB_TEST_EC2_FAULTS is a JSON list of rules, first match wins:
+    [{"type": "g4dn.xlarge", "market": "on-demand", "code": "InsufficientInstanceCapacity"}]
+"type" and "market" ("spot" | "on-demand") are optional filters. A launch counts as spot
+when it names a launch template, as the role's spot path does.
+
+amazon.aws retries InsufficientInstanceCapacity with back-off (up to minutes). Once this hook
+has injected a fault, it caps time.sleep in that process at 10 ms so the retries finish in
+milliseconds; the number and order of calls are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+_FAULTS = os.environ.get("COLAB_TEST_EC2_FAULTS")
+_LOG = os.environ.get("COLAB_TEST_EC2_CALL_LOG")
+_real_sleep = time.sleep
+
+
+def _short_sleep(seconds: float) -> None:
+    _real_sleep(min(seconds, 0.01))
+
+
+def _launch_facts(params: dict) -> dict:
+    nics = params.get("NetworkInterfaces") or [{}]
+    return {
+        "type": params.get("InstanceType"),
+        "market": "spot" if params.get("LaunchTemplate") else "on-demand",
+        "launch_template": (params.get("LaunchTemplate") or {}).get("LaunchTemplateId"),
+        "subnet": params.get("SubnetId") or nics[0].get("SubnetId"),
+    }
+
+
+def _log(entry: dict) -> None:
+    if _LOG:
+        with open(_LOG, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+
+def _decide(params, context, **_kwargs):
+    facts = _launch_facts(params)
+    code = None
+    for rule in json.loads(_FAULTS or "[]"):
+        if rule.get("type", facts["type"]) == facts["type"] and rule.get("market", facts["market"]) == facts["market"]:
+            code = rule["code"]
+            break
+    context["colab_test_fault"] = code
+    _log({**facts, "result": code or "sent"})
+
+
+class _ErrorResponse:
+    status_code = 400
+    headers: dict = {}
+    content = b""
+
+
+def _answer(context, **_kwargs):
+    code = context.get("colab_test_fault")
+    if not code:
+        return None
+    time.sleep = _short_sleep
+    parsed = {
+        "Error": {"Code": code, "Message": f"Injected by the test double: {code}"},
+        "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "colab-test"},
+    }
+    return _ErrorResponse(), parsed
+
+
+def _drop_template_own_tags(parsed, **_kwargs):
+    for version in (parsed or {}).get("LaunchTemplateVersions", []):
+        data = version.get("LaunchTemplateData") or {}
+        specs = [t for t in data.get("TagSpecifications", []) if t.get("ResourceType") != "launch-template"]
+        if specs:
+            data["TagSpecifications"] = specs
+        else:
+            data.pop("TagSpecifications", None)
+
+
+def _install() -> None:
+    import botocore.session
+
+    original = botocore.session.Session.create_client
+
+    def create_client(self, *args, **kwargs):
+        client = original(self, *args, **kwargs)
+        if client.meta.service_model.service_name == "ec2":
+            client.meta.events.register("before-parameter-build.ec2.RunInstances", _decide)
+            client.meta.events.register("before-call.ec2.RunInstances", _answer)
+            client.meta.events.register("after-call.ec2.DescribeLaunchTemplateVersions", _drop_template_own_tags)
+        return client
+
+    botocore.session.Session.create_client = create_client
+
+
+if _FAULTS is not None or _LOG:
+    try:
+        _install()
+    except ImportError:  # a Python without botocore (e.g. a tool in the same environment)
+        pass

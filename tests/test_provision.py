@@ -1,0 +1,594 @@
+"""Provisioning on AWS (roles/ec2_gpu_host, playbooks/provision.yml and teardown.yml) against moto.
+
+Every run goes through ansible-playbook with botocore pointed at the moto server
+(AWS_ENDPOINT_URL), the SSH source network given explicitly (no IP lookup) and the key pair
+under a temporary directory. Faults moto cannot produce (capacity, quota) come from the test
+double in tests/aws_hooks.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from substrate import ROOT, VENV_BIN, play_recap, tool  # noqa: E402
+
+
+
+def _config_value(key: str, default: str) -> str:
+    """A plain value from the project's config file, which the inventory reads too, else default."""
+    try:
+        value = yaml.safe_load((ROOT / "inventory" / "group_vars" / "all.yml").read_text()).get(key)
+    except (OSError, AttributeError):
+        return default
+    return value if isinstance(value, str) and value and "{" not in value else default
+
+
+REGION = _config_value("ec2_gpu_host_region", "us-east-2")
+OWNER = _config_value("ec2_gpu_host_owner", "ci-tester")
+FIRST_ZONE = f"{REGION}a"
+NAME = f"colab-gpu-runtime-{OWNER}"
+PROJECT_TAG = "colab-gpu-runtime:project"
+OWNER_TAG = "colab-gpu-runtime:owner"
+SSH_CIDR = "203.0.113.7/32"
+HOOKS = Path(__file__).resolve().parent / "aws_hooks"
+# moto ships Canonical's xenial image and a Deep Learning AMI (Ubuntu) owned by AWS.
+XENIAL_FILTER = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"
+DLAMI_PARAMETER = "/colab-test/dlami/ami-id"
+SPOT = {"ec2_gpu_host_spot": True, "ec2_gpu_host_spot_max_price": "0.30"}
+
+pytestmark = pytest.mark.timeout(600)
+
+
+# --------------------------------------------------------------------------- helpers
+def ec2(server):
+    return boto3.client(
+        "ec2",
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def ansible_env(server, *, credentials: bool = True, faults: list | None = None, call_log: Path | None = None):
+    """Environment for one run: only moto is reachable as AWS; nothing from the caller's AWS setup."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    if credentials:
+        env.update(server.aws_env(REGION))
+    else:
+        env.update({"AWS_ENDPOINT_URL": server.url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
+    env.update(
+        {
+            # No credential search on the network (IMDS), no config files of the machine's user.
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+            "COLAB_OWNER": OWNER,
+            "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        }
+    )
+    if faults is not None or call_log is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HOOKS), env.get("PYTHONPATH", "")) if p)
+        env["COLAB_TEST_EC2_FAULTS"] = json.dumps(faults or [])
+        if call_log is not None:
+            env["COLAB_TEST_EC2_CALL_LOG"] = str(call_log)
+    return env
+
+
+def base_vars(tmp: Path, **overrides) -> dict:
+    values = {
+        "ec2_gpu_host_region": REGION,
+        "ec2_gpu_host_ssh_cidr": SSH_CIDR,
+        "ec2_gpu_host_ssh_private_key_file": str(tmp / "keys" / "id_ed25519"),
+        "ec2_gpu_host_ami_ssm_parameter": DLAMI_PARAMETER,
+        "ec2_gpu_host_ami_name_filter": XENIAL_FILTER,
+        "ec2_gpu_host_root_volume_size": 120,
+        "ec2_gpu_host_wait_timeout": 60,
+    }
+    values.update(overrides)
+    return values
+
+
+def run_playbook(playbook: Path | str, env: dict, variables: dict, tmp: Path, *args: str):
+    vars_file = tmp / f"vars-{os.urandom(4).hex()}.json"
+    vars_file.write_text(json.dumps(variables))
+    return subprocess.run(
+        [tool("ansible-playbook"), "-e", f"@{vars_file}", *args, str(playbook)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+
+
+FACTS_PLAY = """\
+- name: Provision
+  ansible.builtin.import_playbook: {provision}
+
+# debug runs inside the controller (no module start); base64 keeps the line unwrapped.
+- name: Report what provisioning published
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Print the facts and the refreshed inventory group
+      ansible.builtin.debug:
+        msg: >-
+          COLAB_FACTS={{{{ {{'facts': {{'instance_id': ec2_gpu_host_instance_id, 'instance_type': ec2_gpu_host_instance_type,
+               'region_used': ec2_gpu_host_region_used, 'cost_per_hour': ec2_gpu_host_cost_per_hour,
+               'cost_source': ec2_gpu_host_cost_source, 'market': ec2_gpu_host_market,
+               'ssh_user': ec2_gpu_host_ssh_user_used, 'summary': ec2_gpu_host_summary}},
+              'group': groups['colab_gpu_hosts'] | default([]),
+              'hostvars': dict(groups['colab_gpu_hosts'] | default([])
+                               | zip(groups['colab_gpu_hosts'] | default([])
+                                     | map('extract', hostvars) | map(attribute='ansible_host'))) }}
+             | to_json | b64encode }}}}
+"""
+
+
+def provision(server, tmp: Path, *args: str, env: dict | None = None, **overrides):
+    """Run playbooks/provision.yml; returns (process, published facts or None)."""
+    wrapper = tmp / f"provision-{os.urandom(4).hex()}.yml"
+    wrapper.write_text(FACTS_PLAY.format(provision=ROOT / "playbooks" / "provision.yml"))
+    proc = run_playbook(wrapper, env or ansible_env(server), base_vars(tmp, **overrides), tmp, *args)
+    found = re.search(r"COLAB_FACTS=([A-Za-z0-9+/=]+)", proc.stdout)
+    facts = json.loads(base64.b64decode(found.group(1))) if found else None
+    return proc, facts
+
+
+def teardown(server, tmp: Path, terminate: bool = False, env: dict | None = None):
+    return run_playbook(
+        ROOT / "playbooks" / "teardown.yml",
+        env or ansible_env(server),
+        {"ec2_gpu_host_region": REGION, "ec2_gpu_host_terminate": terminate},
+        tmp,
+    )
+
+
+def output(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+def ok(proc) -> None:
+    assert proc.returncode == 0, output(proc)[-8000:]
+
+
+def instances(client, include_terminated: bool = False) -> list[dict]:
+    found = [i for r in client.describe_instances()["Reservations"] for i in r["Instances"]]
+    return [i for i in found if include_terminated or i["State"]["Name"] != "terminated"]
+
+
+def tags(resource: dict) -> dict:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def leftovers(client) -> dict:
+    """Everything a provisioning run could have created."""
+    return {
+        "instances": [i["InstanceId"] for i in instances(client)],
+        "security_groups": [
+            g["GroupName"] for g in client.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"
+        ],
+        "key_pairs": [k["KeyName"] for k in client.describe_key_pairs()["KeyPairs"]],
+        "launch_templates": [t["LaunchTemplateName"] for t in client.describe_launch_templates()["LaunchTemplates"]],
+    }
+
+
+NOTHING = {"instances": [], "security_groups": [], "key_pairs": [], "launch_templates": []}
+
+
+def put_dlami_parameter(server) -> str:
+    """Publish moto's Deep Learning AMI (Ubuntu) under the test's SSM parameter, like AWS does."""
+    client = ec2(server)
+    image = client.describe_images(Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])["Images"][0]
+    ssm = boto3.client(
+        "ssm", endpoint_url=server.url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    ssm.put_parameter(Name=DLAMI_PARAMETER, Value=image["ImageId"], Type="String", Overwrite=True)
+    return image["ImageId"]
+
+
+def foreign_instance(client, name: str, extra_tags: dict | None = None) -> str:
+    """An instance someone else launched: same Name, but not (or not our owner's) project tags."""
+    image = client.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
+    tag_list = [{"Key": "Name", "Value": name}] + [{"Key": k, "Value": v} for k, v in (extra_tags or {}).items()]
+    res = client.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tag_list}],
+    )
+    return res["Instances"][0]["InstanceId"]
+
+
+def read_calls(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# --------------------------------------------------------------------------- lifecycle
+@pytest.fixture(scope="class")
+def world(moto_server, tmp_path_factory):
+    moto_server.reset()
+    tmp = tmp_path_factory.mktemp("lifecycle")
+    client = ec2(moto_server)
+    dlami = put_dlami_parameter(moto_server)
+    # Same Name without the project tag, and the project tag of another owner: never ours.
+    stranger = foreign_instance(client, NAME)
+    neighbour = foreign_instance(
+        client, "colab-gpu-runtime-someone", {PROJECT_TAG: "colab-gpu-runtime", OWNER_TAG: "someone"}
+    )
+    env = ansible_env(moto_server, call_log=tmp / "run-instances.jsonl")
+    yield {
+        "server": moto_server, "tmp": tmp, "client": client, "dlami": dlami, "strangers": [stranger, neighbour],
+        "env": env, "call_log": tmp / "run-instances.jsonl",
+    }  # fmt: skip
+    moto_server.reset()
+
+
+class TestLifecycle:
+    """One (spot) instance through its life: create, re-run, stop/start, inventory, stop, terminate."""
+
+    state: dict = {}
+
+    def test_first_run_creates_one_instance(self, world):
+        client, tmp = world["client"], world["tmp"]
+        proc, facts = provision(world["server"], tmp, env=world["env"], **SPOT)
+        ok(proc)
+        ours = [i for i in instances(client) if i["InstanceId"] not in world["strangers"]]
+        assert len(ours) == 1, ours
+        inst = ours[0]
+        self.state["instance_id"] = inst["InstanceId"]
+
+        assert inst["InstanceType"] == "g4dn.xlarge"
+        assert inst["ImageId"] == world["dlami"], "the AMI comes from the SSM parameter"
+        assert {k: v for k, v in tags(inst).items() if not k.startswith("aws:")} == {
+            "Name": NAME,
+            PROJECT_TAG: "colab-gpu-runtime",
+            OWNER_TAG: OWNER,
+            "colab-gpu-runtime:ssh-user": "ubuntu",
+            "colab-gpu-runtime:access": "ssh",
+            "colab-gpu-runtime:market": "spot",
+        }
+        assert inst["MetadataOptions"]["HttpTokens"] == "required"
+        assert inst["MetadataOptions"]["HttpEndpoint"] == "enabled"
+        assert inst["KeyName"] == NAME
+        shutdown = client.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")
+        assert shutdown["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+
+        root = [m for m in inst["BlockDeviceMappings"] if m["DeviceName"] == inst["RootDeviceName"]]
+        volume = client.describe_volumes(VolumeIds=[root[0]["Ebs"]["VolumeId"]])["Volumes"][0]
+        assert (volume["Encrypted"], volume["VolumeType"], volume["Size"]) == (True, "gp3", 120)
+
+        groups = client.describe_security_groups(GroupIds=[g["GroupId"] for g in inst["SecurityGroups"]])["SecurityGroups"]
+        assert [g["GroupName"] for g in groups] == [NAME]
+        rules = groups[0]["IpPermissions"]
+        assert [(r["IpProtocol"], r["FromPort"], r["ToPort"], [c["CidrIp"] for c in r["IpRanges"]]) for r in rules] == [
+            ("tcp", 22, 22, [SSH_CIDR])
+        ]
+        assert tags(groups[0])[OWNER_TAG] == OWNER
+
+        key_pair = client.describe_key_pairs(KeyNames=[NAME], IncludePublicKey=True)["KeyPairs"][0]
+        assert tags(key_pair)[PROJECT_TAG] == "colab-gpu-runtime"
+        private_key = tmp / "keys" / "id_ed25519"
+        assert stat.S_IMODE(private_key.stat().st_mode) == 0o600
+        assert Path(f"{private_key}.pub").read_text().split()[:2] == key_pair["PublicKey"].split()[:2]
+
+        # Spot goes through the launch template that carries only the market options.
+        [template] = client.describe_launch_templates()["LaunchTemplates"]
+        assert template["LaunchTemplateName"] == f"{NAME}-spot"
+        assert tags(template)[OWNER_TAG] == OWNER
+        versions = client.describe_launch_template_versions(LaunchTemplateId=template["LaunchTemplateId"])
+        assert versions["LaunchTemplateVersions"][-1]["LaunchTemplateData"]["InstanceMarketOptions"] == {
+            "MarketType": "spot",
+            "SpotOptions": {"MaxPrice": "0.30", "SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"},
+        }
+        # moto ignores market options in launch templates, so the launch call itself is the evidence.
+        [call] = read_calls(world["call_log"])
+        assert (call["type"], call["launch_template"], call["result"]) == ("g4dn.xlarge", template["LaunchTemplateId"], "sent")
+        assert tags(inst)["aws:ec2launchtemplate:id"] == template["LaunchTemplateId"]
+
+        assert facts["facts"]["instance_id"] == inst["InstanceId"]
+        assert facts["facts"]["instance_type"] == "g4dn.xlarge"
+        assert facts["facts"]["region_used"] == REGION
+        assert facts["facts"]["market"] == "spot"
+        assert facts["facts"]["cost_source"] == "spot price history"
+        history = client.describe_spot_price_history(InstanceTypes=["g4dn.xlarge"])["SpotPriceHistory"]
+        zone_price = {p["AvailabilityZone"]: float(p["SpotPrice"]) for p in history}[inst["Placement"]["AvailabilityZone"]]
+        assert facts["facts"]["cost_per_hour"] == pytest.approx(zone_price)
+        assert facts["facts"]["ssh_user"] == "ubuntu"
+        assert f"g4dn.xlarge (1x NVIDIA T4 16 GiB) spot in {inst['Placement']['AvailabilityZone']}" in facts["facts"]["summary"]
+        # refresh_inventory put exactly our host into colab_gpu_hosts, reachable at its public IP.
+        assert facts["group"] == [NAME]
+        assert facts["hostvars"] == {NAME: inst["PublicIpAddress"]}
+
+        # The foreign instances are untouched.
+        for other in instances(client):
+            if other["InstanceId"] in world["strangers"]:
+                assert other["State"]["Name"] == "running"
+                assert tags(other).get(OWNER_TAG) != OWNER
+
+    def test_second_run_changes_nothing(self, world):
+        proc, facts = provision(world["server"], world["tmp"], env=world["env"], **SPOT)
+        ok(proc)
+        assert play_recap(proc.stdout)["localhost"]["changed"] == 0, proc.stdout[-6000:]
+        assert facts["facts"]["instance_id"] == self.state["instance_id"]
+        assert len(instances(world["client"])) == 1 + len(world["strangers"])
+        assert len(read_calls(world["call_log"])) == 1, "no second launch"
+
+    def test_check_mode_reports_no_change(self, world):
+        proc = run_playbook(
+            ROOT / "playbooks" / "provision.yml", world["env"], base_vars(world["tmp"], **SPOT), world["tmp"],
+            "--check", "--diff",
+        )  # fmt: skip
+        ok(proc)
+        assert play_recap(proc.stdout)["localhost"]["changed"] == 0, proc.stdout[-6000:]
+
+    def test_stopped_instance_is_started_not_replaced(self, world):
+        client = world["client"]
+        client.stop_instances(InstanceIds=[self.state["instance_id"]])
+        proc, facts = provision(world["server"], world["tmp"], env=world["env"], **SPOT)
+        ok(proc)
+        inst = client.describe_instances(InstanceIds=[self.state["instance_id"]])["Reservations"][0]["Instances"][0]
+        assert inst["State"]["Name"] == "running"
+        assert facts["facts"]["instance_id"] == self.state["instance_id"]
+        assert len(instances(client)) == 1 + len(world["strangers"])
+        assert play_recap(proc.stdout)["localhost"]["changed"] >= 1
+        assert len(read_calls(world["call_log"])) == 1, "started, not launched again"
+        # The inventory found it again under the same name, at its new address.
+        assert facts["hostvars"] == {NAME: inst["PublicIpAddress"]}
+
+    def test_teardown_stops_only_ours(self, world):
+        client = world["client"]
+        proc = teardown(world["server"], world["tmp"])
+        ok(proc)
+        states = {i["InstanceId"]: i["State"]["Name"] for i in instances(client)}
+        assert states[self.state["instance_id"]] == "stopped"
+        assert all(states[s] == "running" for s in world["strangers"])
+        # Stopping keeps the security group and the key pair.
+        assert NAME in leftovers(client)["security_groups"]
+        assert NAME in leftovers(client)["key_pairs"]
+
+    def test_teardown_terminate_cleans_up_only_ours(self, world):
+        client = world["client"]
+        # A persistent spot request of ours must be cancelled, or AWS would replace the instance.
+        image = client.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
+        request = client.request_spot_instances(
+            InstanceCount=1, Type="persistent", LaunchSpecification={"ImageId": image, "InstanceType": "g4dn.xlarge"}
+        )["SpotInstanceRequests"][0]
+        spot_instance = client.describe_spot_instance_requests(
+            SpotInstanceRequestIds=[request["SpotInstanceRequestId"]]
+        )["SpotInstanceRequests"][0]["InstanceId"]
+        client.create_tags(
+            Resources=[spot_instance],
+            Tags=[{"Key": "Name", "Value": f"{NAME}-spot"}, {"Key": PROJECT_TAG, "Value": "colab-gpu-runtime"},
+                  {"Key": OWNER_TAG, "Value": OWNER}],
+        )  # fmt: skip
+
+        proc = teardown(world["server"], world["tmp"], terminate=True)
+        ok(proc)
+        states = {i["InstanceId"]: i["State"]["Name"] for i in instances(client, include_terminated=True)}
+        assert states[self.state["instance_id"]] == "terminated"
+        assert states[spot_instance] == "terminated"
+        assert all(states[s] == "running" for s in world["strangers"])
+        # moto drops a cancelled request; AWS shows it as "cancelled". Either way it is no longer live.
+        live = [
+            r["SpotInstanceRequestId"]
+            for r in client.describe_spot_instance_requests()["SpotInstanceRequests"]
+            if r["State"] in ("open", "active", "disabled")
+        ]
+        assert live == []
+        left = leftovers(client)
+        assert sorted(left["instances"]) == sorted(world["strangers"])
+        assert (left["security_groups"], left["key_pairs"], left["launch_templates"]) == ([], [], [])
+        # The private key on the controller is the user's and stays.
+        assert (world["tmp"] / "keys" / "id_ed25519").exists()
+
+
+# --------------------------------------------------------------------------- fallback and spot
+@pytest.fixture
+def ip_echo():
+    """A loopback stand-in for the "what is my IP" service."""
+    answer = "198.51.100.23\n"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", answer.strip()
+    server.shutdown()
+
+
+def test_fallback_spot_then_on_demand_across_zones_and_types(moto, tmp_path, ip_echo, ssh_key):
+    """Spot quota -> on-demand; capacity -> next zone, then next type; quota -> skip the type's zones."""
+    client = ec2(moto)
+    call_log = tmp_path / "run-instances.jsonl"
+    faults = [
+        {"market": "spot", "code": "MaxSpotInstanceCountExceeded"},
+        {"type": "g4dn.xlarge", "code": "InsufficientInstanceCapacity"},
+        {"type": "g5.xlarge", "code": "VcpuLimitExceeded"},
+    ]
+    echo_url, my_ip = ip_echo
+    proc, facts = provision(
+        moto,
+        tmp_path,
+        env=ansible_env(moto, faults=faults, call_log=call_log),
+        ec2_gpu_host_spot=True,
+        ec2_gpu_host_ami_ssm_parameter="",
+        ec2_gpu_host_ssh_cidr="",
+        ec2_gpu_host_ip_lookup_url=echo_url,
+        ec2_gpu_host_ssh_private_key_file=str(ssh_key),
+    )
+    ok(proc)
+    [inst] = instances(client)
+    assert inst["InstanceType"] == "g6.xlarge"
+    assert tags(inst)["colab-gpu-runtime:market"] == "on-demand"
+    assert facts["facts"]["instance_type"] == "g6.xlarge"
+    assert facts["facts"]["market"] == "on-demand"
+    prices = yaml.safe_load((ROOT / "roles" / "ec2_gpu_host" / "vars" / "prices.yml").read_text())
+    assert facts["facts"]["cost_per_hour"] == pytest.approx(prices["ec2_gpu_host_prices_on_demand"][REGION]["g6.xlarge"])
+    assert facts["facts"]["cost_source"] == f"on-demand table {prices['ec2_gpu_host_prices_date']}"
+
+    subnets = {s["SubnetId"]: s["AvailabilityZone"] for s in client.describe_subnets()["Subnets"]}
+    calls = [dict(c, zone=subnets[c["subnet"]]) for c in read_calls(call_log)]
+    spot = [c for c in calls if c["market"] == "spot"]
+    on_demand = [c for c in calls if c["market"] == "on-demand"]
+    # Every type is tried as spot first, once each: a spot quota error skips the type's other zones.
+    assert [(c["type"], c["zone"], c["result"]) for c in spot] == [
+        ("g4dn.xlarge", FIRST_ZONE, "MaxSpotInstanceCountExceeded"),
+        ("g5.xlarge", FIRST_ZONE, "MaxSpotInstanceCountExceeded"),
+        ("g6.xlarge", FIRST_ZONE, "MaxSpotInstanceCountExceeded"),
+    ]
+    assert calls.index(spot[-1]) < calls.index(on_demand[0]), "spot before on-demand"
+    # Capacity: on-demand g4dn.xlarge was tried in every zone (amazon.aws retries each call).
+    g4dn = [c for c in on_demand if c["type"] == "g4dn.xlarge"]
+    assert sorted({c["zone"] for c in g4dn}) == sorted(set(subnets.values()))
+    assert {c["result"] for c in g4dn} == {"InsufficientInstanceCapacity"}
+    # Quota is regional: one g5.xlarge call, no other zones; then g6.xlarge launches.
+    assert [(c["type"], c["result"]) for c in on_demand if c["type"] != "g4dn.xlarge"] == [
+        ("g5.xlarge", "VcpuLimitExceeded"),
+        ("g6.xlarge", "sent"),
+    ]
+    assert f"on-demand g5.xlarge in {FIRST_ZONE}: VcpuLimitExceeded" in facts["facts"]["summary"]
+
+    # No SSM parameter here: the image comes from the name filter.
+    xenial = client.describe_images(Owners=["099720109477"], Filters=[{"Name": "name", "Values": [XENIAL_FILTER]}])
+    assert inst["ImageId"] == xenial["Images"][0]["ImageId"]
+    # Without ec2_gpu_host_ssh_cidr the caller's detected address /32 is the only SSH source.
+    [group] = client.describe_security_groups(GroupNames=[NAME])["SecurityGroups"]
+    assert [c["CidrIp"] for r in group["IpPermissions"] for c in r["IpRanges"]] == [f"{my_ip}/32"]
+    # The user's existing key was imported as is.
+    key_pair = client.describe_key_pairs(KeyNames=[NAME], IncludePublicKey=True)["KeyPairs"][0]
+    assert Path(f"{ssh_key}.pub").read_text().split()[:2] == key_pair["PublicKey"].split()[:2]
+    assert not (tmp_path / "keys").exists()
+
+
+def test_unrecoverable_launch_error_stops_without_trying_further(moto, tmp_path, ssh_key):
+    call_log = tmp_path / "run-instances.jsonl"
+    faults = [{"code": "UnauthorizedOperation"}]
+    proc, _ = provision(
+        moto, tmp_path, env=ansible_env(moto, faults=faults, call_log=call_log),
+        ec2_gpu_host_ssh_private_key_file=str(ssh_key),
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert f"Launching on-demand g4dn.xlarge in {FIRST_ZONE} failed" in output(proc)
+    assert len(read_calls(call_log)) == 1
+    assert leftovers(ec2(moto))["instances"] == []
+
+
+# --------------------------------------------------------------------------- bad input
+BAD_INPUT = {
+    "invalid CIDR": (
+        {"ec2_gpu_host_ssh_cidr": "300.1.2.3/32"},
+        ["'300.1.2.3/32'", "not a valid IPv4 network", "Fix:"],
+    ),
+    "over-broad CIDR": (
+        {"ec2_gpu_host_ssh_cidr": "0.0.0.0/0"},
+        ["'0.0.0.0/0'", "broader than the /24 limit", "ec2_gpu_host_allow_broad_ssh_cidr"],
+    ),
+    "missing key file": (
+        {"ec2_gpu_host_ssh_private_key_file": "/nonexistent/colab/id_ed25519", "ec2_gpu_host_ssh_key_create": False},
+        ["/nonexistent/colab/id_ed25519.pub does not exist", "Fix:"],
+    ),
+    "unknown region": (
+        {"ec2_gpu_host_region": "xx-nowhere-1"},
+        ["Cannot reach the EC2 API of region 'xx-nowhere-1'", "Fix: set ec2_gpu_host_region"],
+    ),
+    "unknown instance type": (
+        {"ec2_gpu_host_instance_types": ["g4dn.xlarge", "g9z.mega"]},
+        ["Unknown instance type(s)", "g9z.mega", "Fix:"],
+    ),
+    "AMI filter matches nothing": (
+        {"ec2_gpu_host_ami_ssm_parameter": "/colab-test/missing", "ec2_gpu_host_ami_name_filter": "no-such-image-*"},
+        ["'no-such-image-*'", "matches no available image", "Fix:"],
+    ),
+    "unknown AMI id": (
+        {"ec2_gpu_host_ami_id": "ami-0123456789abcdef0"},
+        ["'ami-0123456789abcdef0' is not an image available", "Fix:"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT), ids=list(BAD_INPUT))
+def test_bad_input_fails_before_anything_is_created(moto, tmp_path, case):
+    overrides, expected = BAD_INPUT[case]
+    proc, _ = provision(moto, tmp_path, **overrides)
+    assert proc.returncode != 0
+    text = output(proc)
+    for fragment in expected:
+        assert fragment in text, text[-4000:]
+    assert text.count("fatal: [localhost]") == 1, text[-4000:]
+    assert leftovers(ec2(moto)) == NOTHING
+    assert not (tmp_path / "keys").exists(), "no key file may be generated before preflight passed"
+
+
+def test_missing_credentials_fail_with_one_clear_error(moto, tmp_path):
+    env = ansible_env(moto, credentials=False)
+    # Without the AWS inventory source the role's preflight is what answers.
+    local_only = tmp_path / "local.yml"
+    local_only.write_text(
+        "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+        "      ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
+    )
+    proc, _ = provision(moto, tmp_path, "-i", str(local_only), env=env)
+    assert proc.returncode != 0
+    text = output(proc)
+    assert f"No usable AWS credentials for region {REGION}" in text, text[-4000:]
+    assert "Unable to locate credentials" in text and "aws sso login" in text
+    assert text.count("fatal: [localhost]") == 1, text[-4000:]
+    # With the default inventory the aws_ec2 source already stops the run, naming the cause.
+    proc, _ = provision(moto, tmp_path, env=env)
+    assert proc.returncode != 0
+    assert "Unable to locate credentials" in output(proc)
+    assert leftovers(ec2(moto)) == NOTHING
+
+
+def test_same_named_security_group_of_someone_else_is_not_adopted(moto, tmp_path, ssh_key):
+    client = ec2(moto)
+    vpc = client.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    group = client.create_security_group(GroupName=NAME, Description="someone else's", VpcId=vpc)["GroupId"]
+    proc, _ = provision(moto, tmp_path, ec2_gpu_host_ssh_private_key_file=str(ssh_key))
+    assert proc.returncode != 0
+    assert f"Security group '{NAME}' already exists" in output(proc), output(proc)[-4000:]
+    assert client.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"] == []
+    assert leftovers(client) == {**NOTHING, "security_groups": [NAME]}
+
+
+def test_role_readme_documents_every_variable():
+    """argument_specs and the README must not drift apart from defaults/main.yml."""
+    import yaml
+
+    role = ROOT / "roles" / "ec2_gpu_host"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    documented = set(specs["main"]["options"]) | set(specs["teardown"]["options"])
+    assert set(defaults) == documented
+    readme = (role / "README.md").read_text()
+    assert [v for v in defaults if f"`{v}`" not in readme] == []
