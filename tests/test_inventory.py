@@ -134,7 +134,9 @@ def test_host_variables_come_from_the_instance_tags(moto, fleet, tmp_path):
     assert alice["ansible_host"] == fleet["alice"]["PublicIpAddress"]
     assert alice["ansible_user"] == "ubuntu"
     # Known-hosts entries follow the instance, not its changing public IP.
-    assert alice["ansible_ssh_extra_args"] == f"-o HostKeyAlias={fleet['alice']['InstanceId']}"
+    assert alice["ansible_ssh_extra_args"] == (
+        f"-o HostKeyAlias={fleet['alice']['InstanceId']} -o StrictHostKeyChecking=accept-new"
+    )
     assert alice["ec2_gpu_host_instance_id"] == fleet["alice"]["InstanceId"]
     assert alice["ec2_gpu_host_region_used"] == REGION
     assert "tags" not in alice and alice["aws_tags"]["colab-gpu-runtime:owner"] == "alice"
@@ -143,7 +145,7 @@ def test_host_variables_come_from_the_instance_tags(moto, fleet, tmp_path):
     assert ssm["ansible_host"] == fleet["alice_ssm"]["InstanceId"]
     assert ssm["ansible_user"] == "ec2-user"
     assert ssm["ansible_ssh_extra_args"] == (
-        f"-o HostKeyAlias={fleet['alice_ssm']['InstanceId']}"
+        f"-o HostKeyAlias={fleet['alice_ssm']['InstanceId']} -o StrictHostKeyChecking=accept-new"
         ' -o ProxyCommand="aws ssm start-session --target %h --document-name AWS-StartSSHSession'
         f' --parameters portNumber=%p --region {REGION}"'
     )
