@@ -1,0 +1,49 @@
+"""The kernel alone: trivial executes through jupyter_client, no Jupyter server, no websocket.
+
+Run ON the runtime host with the runtime's own Python (bench/run.py pipes this file to
+`<venv>/bin/python - N`); prints {"timings": [ms, ...]} as JSON. Each execute is timed from the
+request to both its shell reply and the kernel's idle status, as the other probes are.
+"""
+
+import json
+import sys
+import time
+
+from jupyter_client.manager import start_new_kernel
+
+
+def execute(client, code: str) -> None:
+    msg_id = client.execute(code, store_history=False)
+    reply = idle = False
+    while not (reply and idle):
+        if not reply:
+            msg = client.get_shell_msg(timeout=30)
+            reply = msg["parent_header"].get("msg_id") == msg_id
+        if not idle:
+            msg = client.get_iopub_msg(timeout=30)
+            idle = (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"
+            )
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        for _ in range(3):
+            execute(client, "pass")
+        timings = []
+        for _ in range(n):
+            start = time.perf_counter()
+            execute(client, "pass")
+            timings.append((time.perf_counter() - start) * 1000)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    print(json.dumps({"timings": timings}))
+
+
+if __name__ == "__main__":
+    main()

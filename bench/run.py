@@ -1,0 +1,657 @@
+#!/usr/bin/env python3
+"""`make bench`: measure, side by side in one run, what this project costs and what it buys.
+
+    bench/run.py [--only p1,p2,p3] [--n 200] [--keep]
+
+P1  converge the runtime roles on a fresh test host vs the seed article's shell recipe on an
+    identical fresh host (and the recipe as written, unpinned, which no longer works)
+P2  a no-op re-run of site.yml on a converged host (emulated EC2 API + a podman host)
+P3  Colab cell round trips: through the SSH tunnel, on the host's own loopback, and the kernel
+    alone; Python protocol client and a real headless Chromium page at Colab's origin; before
+    (stock server, `ssh -N` forward) and after (the runtime's TCP_NODELAY fix, the tunnel's
+    session)
+
+Test hosts are podman containers named colab-bench-* (removed at the end unless --keep).
+Prints a table and writes bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "tests"))
+
+from substrate import (  # noqa: E402
+    ROOT,
+    MotoServer,
+    RemoteHost,
+    ansible_env,
+    free_port,
+    make_ssh_key,
+    play_recap,
+    podman,
+    testhost_image,
+    tool,
+    wait_tcp,
+)
+
+RESULTS = BENCH / "results"
+# Fixes the bench had to apply to a converged host to measure it (reported in the results).
+WORKAROUNDS: list[str] = []
+# Not colab-test-*: test sessions remove those containers when they start.
+HOST_PREFIX = "colab-bench-"
+PYTHON = sys.executable
+# The seed recipe's package lines: as written, and the pinned variant that still works.
+SEED_AS_WRITTEN = "jupyter jupyter_http_over_ws"
+SEED_PINNED = "jupyter notebook==6.5.7 tornado==6.4.2 jupyter_http_over_ws==0.0.8"
+RUNTIME_VENV = "/opt/colab-runtime/venv"
+RUNTIME_CONFIG = "/etc/colab-runtime/jupyter_server_config.py"
+RUNTIME_SERVICE = "colab-runtime"
+OWNER = "bench"
+REGION = "us-east-2"
+SITE_HOST = f"colab-gpu-runtime-{OWNER}"
+# Targets from the project's goals; reported, not asserted.
+TARGETS = {
+    "p1_ratio": 0.8,
+    "p2_noop_s": 5.0,
+    "p3_browser_tunnel_median_ms": 10.0,
+    "p3_tunnel_overhead_ms": 1.0,
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def stats(timings: list[float]) -> dict:
+    if not timings:
+        return {"n": 0}
+    ordered = sorted(timings)
+    return {
+        "n": len(ordered),
+        "median_ms": round(statistics.median(ordered), 2),
+        "p90_ms": round(ordered[math.ceil(0.9 * len(ordered)) - 1], 2),
+        "min_ms": round(ordered[0], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+def machine() -> dict:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError):
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "ssh": subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip(),
+    }
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class Bench:
+    """Shared state of one run: work dir, SSH key, started hosts and processes, results."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="colab-bench-"))
+        self.key = make_ssh_key(self.work)
+        self.image = testhost_image("bookworm")
+        self.hosts: list[RemoteHost] = []
+        self.procs: list[subprocess.Popen] = []
+        self.moto: MotoServer | None = None
+        self.results: dict = {}
+        self.run_id = uuid.uuid4().hex[:6]
+
+    # -- resources
+    def start_host(self, role: str, user: str = "admin") -> RemoteHost:
+        host = RemoteHost.start(
+            image=self.image, key_path=self.key, name=f"{HOST_PREFIX}{role}-{self.run_id}", user=user
+        )
+        self.hosts.append(host)
+        return host
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+        if self.moto:
+            self.moto.stop()
+        if self.args.keep:
+            log(f"kept: hosts {[h.name for h in self.hosts]}, work dir {self.work}")
+            return
+        for host in self.hosts:
+            host.remove()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def playbook(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 1800
+) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.monotonic()
+    res = subprocess.run(
+        [tool("ansible-playbook"), *args],
+        cwd=ROOT,
+        env=ansible_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    elapsed = time.monotonic() - started
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"ansible-playbook {' '.join(args)} failed (rc={res.returncode}):\n{res.stdout[-5000:]}\n{res.stderr[-2000:]}"
+        )
+    return elapsed, res
+
+
+def total_changed(recap: dict[str, dict[str, int]]) -> int:
+    return sum(v.get("changed", 0) for v in recap.values())
+
+
+def netns_prefix(host: RemoteHost) -> list[str]:
+    """Run a controller program inside the host's network namespace: its loopback, no forward."""
+    pid = podman("inspect", "-f", "{{.State.Pid}}", host.name).stdout.strip()
+    return ["nsenter", "-t", pid, "-n"]
+
+
+def http_status_in_host(host: RemoteHost, url: str) -> int:
+    code = (
+        "import sys, urllib.request, urllib.error\n"
+        "try:\n    print(urllib.request.urlopen(sys.argv[1], timeout=10).status)\n"
+        "except urllib.error.HTTPError as e:\n    print(e.code)\n"
+    )
+    res = subprocess.run([*netns_prefix(host), PYTHON, "-c", code, url], capture_output=True, text=True, timeout=30)
+    return int(res.stdout.strip() or 0)
+
+
+def client_check(host: RemoteHost | None, url: str, flow: str) -> tuple[bool, str]:
+    """One cell through colab_client.py (inside the host's namespace when host is given)."""
+    prefix = netns_prefix(host) if host else []
+    res = subprocess.run(
+        [*prefix, PYTHON, str(ROOT / "tests" / "colab_client.py"), "--url", url, "--flow", flow,
+         "--code", "print(40 + 2)", "--expect", "42"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return res.returncode == 0, (
+        (res.stdout + res.stderr).strip().splitlines()[-1] if (res.stdout + res.stderr).strip() else ""
+    )
+
+
+# =============================================================================== P1
+def seed_url(stdout: str) -> str:
+    """The runtime URL from the recipe's output (Notebook 7 prints /tree?token=...)."""
+    m = re.search(r"token=([0-9a-f]+)", stdout)
+    return f"http://localhost:8888/?token={m.group(1)}" if m else ""
+
+
+def run_seed(host: RemoteHost, packages: str, venv: str) -> tuple[float, subprocess.CompletedProcess]:
+    script = (BENCH / "seed_recipe.sh").read_text()
+    started = time.monotonic()
+    res = subprocess.run(
+        ["ssh", *host.ssh_options(), f"{host.user}@127.0.0.1",
+         f"SEED_PACKAGES={shlex.quote(packages)} SEED_VENV={shlex.quote(venv)} bash -s"],
+        input=script, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    return time.monotonic() - started, res
+
+
+def p1(b: Bench) -> dict:
+    out: dict = {"load_before": loadavg()}
+    # -- ours: the runtime roles through the configure play, on a fresh host
+    log("P1: fresh host for the roles")
+    host = b.start_host("p1-roles")
+    inv = b.work / "p1-inventory.json"
+    inv.write_text(json.dumps(host.inventory(hostname="p1-roles")))
+    log("P1: converge nvidia_gpu + colab_runtime + idle_stop (playbooks/configure.yml)")
+    # profile_tasks only prints a summary at the end (negligible cost): where the time goes.
+    seconds, res = playbook(
+        ["-i", str(inv), "playbooks/configure.yml", "-e", "nvidia_gpu_required=false"],
+        {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks,ansible.posix.profile_roles"},
+    )
+    recap = play_recap(res.stdout)
+    slowest, role_totals = profile_summary(res.stdout)
+    token = host.exec("cat", "/etc/colab-runtime/token").stdout.strip()
+    url = f"http://localhost:8888/?token={token}"
+    flows = {f: client_check(host, url, f) for f in ("http_over_ws", "direct")}
+    out["roles"] = {
+        "seconds": round(seconds, 1),
+        "changed": total_changed(recap),
+        "playbook": "playbooks/configure.yml -e nvidia_gpu_required=false",
+        "slowest_tasks": slowest[:12],
+        "roles": role_totals,
+        "works": {f: ok for f, (ok, _) in flows.items()},
+        "detail": {f: line for f, (_, line) in flows.items()},
+    }
+    log(f"P1: roles {seconds:.1f}s, cells: {flows}")
+    host.remove()
+
+    # -- the seed recipe, pinned so that it still works, on an identical fresh host
+    log("P1: fresh host for the seed recipe")
+    seed = b.start_host("p1-seed")
+    seconds, res = run_seed(seed, SEED_PINNED, "colab-venv")
+    if res.returncode != 0:
+        raise RuntimeError(f"seed recipe (pinned) failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
+    ok, line = client_check(seed, seed_url(res.stdout), "http_over_ws")
+    out["seed_pinned"] = {
+        "seconds": round(seconds, 1),
+        "packages": SEED_PINNED,
+        "http_over_websocket_status": http_status_in_host(seed, "http://127.0.0.1:8888/http_over_websocket"),
+        "works": {"http_over_ws": ok},
+        "detail": {"http_over_ws": line},
+    }
+    log(f"P1: seed recipe (pinned) {seconds:.1f}s, classic flow: {line}")
+
+    # -- the recipe as written: stop the pinned server, run it again into a second venv
+    seed.ssh("kill $(cat $HOME/colab-venv/jupyter.pid)")
+    seconds, res = run_seed(seed, SEED_AS_WRITTEN, "colab-venv-as-written")
+    versions = seed.ssh(
+        "$HOME/colab-venv-as-written/bin/python", "-c",
+        shlex.quote("import importlib.metadata as m; print(' '.join(f'{p}=={m.version(p)}' for p in "
+                    "('notebook', 'jupyter_server', 'tornado', 'jupyter_http_over_ws')))"),
+        check=False,
+    ).stdout.strip()  # fmt: skip
+    url = seed_url(res.stdout)
+    ok, line = client_check(seed, url, "http_over_ws") if url else (False, "no URL printed")
+    out["seed_as_written"] = {
+        "seconds": round(seconds, 1),
+        "packages": SEED_AS_WRITTEN,
+        "resolved": versions,
+        "rc": res.returncode,
+        "stderr": res.stderr.strip().splitlines()[-3:],
+        "http_over_websocket_status": http_status_in_host(seed, "http://127.0.0.1:8888/http_over_websocket"),
+        "works": {"http_over_ws": ok},
+        "detail": {"http_over_ws": line},
+    }
+    log(f"P1: seed recipe as written: {versions}; /http_over_websocket -> "
+        f"{out['seed_as_written']['http_over_websocket_status']}; classic flow: {line}")  # fmt: skip
+    seed.remove()
+    out["ratio_roles_vs_seed"] = round(out["roles"]["seconds"] / out["seed_pinned"]["seconds"], 2)
+    out["load_after"] = loadavg()
+    return out
+
+
+# =============================================================================== P2
+class Site:
+    """site.yml against moto + a podman host, as scripts/demo.py does, in the bench's work dir."""
+
+    def __init__(self, b: Bench) -> None:
+        self.b = b
+        b.moto = self.moto = MotoServer()
+        self.host = b.start_host("site", user="ubuntu")
+        self.port = free_port()
+        self.state_dir = b.work / "colab"
+        self.inventory = b.work / "inventory"
+        (self.inventory / "group_vars").mkdir(parents=True, exist_ok=True)
+        (self.inventory / "hosts.yml").write_text(f"""# Maps the emulated instance onto the bench's container.
+all:
+  hosts:
+    {SITE_HOST}:
+      ansible_host: 127.0.0.1
+      ansible_port: {self.host.ssh_port}
+      ansible_ssh_private_key_file: {b.key}
+""")
+        (self.inventory / "group_vars" / "all.yml").write_text(f"""---
+ec2_gpu_host_region: {REGION}
+ec2_gpu_host_owner: {OWNER}
+ec2_gpu_host_public_key_file: {b.key}.pub
+ec2_gpu_host_ssh_cidr: 127.0.0.1/32
+# One of the images the emulated API ships (its Canonical images are too old for the default filter).
+ec2_gpu_host_ami_owner: "898082745236"
+ec2_gpu_host_ami_name_filter: Deep Learning AMI Ubuntu*
+nvidia_gpu_required: false
+# A free port and a private state dir: nothing shared with `make demo` or a user's tunnel.
+colab_runtime_port: {self.port}
+colab_tunnel_state_dir: {self.state_dir}
+# P3 measures the tunnel itself; its proof step is left out of the timed runs.
+colab_tunnel_prove: false
+""")
+        self.env = {**self.moto.aws_env(REGION), "COLAB_OWNER": OWNER}
+
+    def playbook(self, *args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+        return playbook(["-i", "inventory/", "-i", str(self.inventory), *args], {**self.env, **(env or {})})
+
+    @property
+    def alias(self) -> str:
+        return f"colab-{SITE_HOST}"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.state_dir / "ssh_config"
+
+    def url(self) -> str:
+        return (self.state_dir / f"{self.alias}.url").read_text().strip()
+
+
+def profile_summary(output: str) -> tuple[list[str], list[str]]:
+    """(slowest tasks, per-role totals) from the profile_tasks / profile_roles summaries."""
+    roles = {p.name for p in (ROOT / "roles").iterdir()} | {"total"}
+    tasks, role_totals = [], []
+    for line in output.splitlines():
+        m = re.match(r"^(.*?)\s-+\s+(\d+\.\d+)s\s*$", line)
+        if m:
+            name, sec = m.group(1).strip(), float(m.group(2))
+            (role_totals if name in roles else tasks).append((sec, name))
+    fmt = [f"{sec:6.2f}s  {name}" for sec, name in sorted(tasks, reverse=True)]
+    return fmt, [f"{sec:6.2f}s  {name}" for sec, name in sorted(role_totals, reverse=True)]
+
+
+def converge_site(site: Site) -> dict:
+    log("P2: site.yml from scratch (emulated EC2 + podman host)")
+    seconds, res = site.playbook("site.yml")
+    log(f"P2: first site.yml {seconds:.1f}s")
+    return {"seconds": round(seconds, 1), "changed": total_changed(play_recap(res.stdout))}
+
+
+def p2(b: Bench, site: Site, first_run: dict) -> dict:
+    out: dict = {"load_before": loadavg(), "first_run": first_run}
+    seconds, res = site.playbook("site.yml")
+    recap = play_recap(res.stdout)
+    out["noop"] = {"seconds": round(seconds, 1), "changed": total_changed(recap), "recap": recap}
+    log(f"P2: no-op site.yml {seconds:.1f}s, changed={out['noop']['changed']}")
+    # Where the time goes: the same no-op run again with per-task and per-role timing.
+    seconds, res = site.playbook(
+        "site.yml",
+        env={
+            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks,ansible.posix.profile_roles,ansible.posix.timer"
+        },
+    )
+    tasks, role_totals = profile_summary(res.stdout)
+    out["profile"] = {"seconds": round(seconds, 1), "top_tasks": tasks[:25], "roles": role_totals}
+    out["tasks_run"] = {h: v.get("ok", 0) + v.get("skipped", 0) for h, v in recap.items()}
+    started = time.monotonic()
+    subprocess.run([tool("ansible-playbook"), "--version"], cwd=ROOT, env=ansible_env(), capture_output=True)
+    out["ansible_startup_s"] = round(time.monotonic() - started, 2)
+    out["load_after"] = loadavg()
+    return out
+
+
+# =============================================================================== P3
+def probe(client: str, base: str, token: str, n: int, prefix: list[str] | None = None) -> dict:
+    res = subprocess.run(
+        [*(prefix or []), PYTHON, str(BENCH / "probe.py"), "--client", client, "--base", base, "--token", token, "--n", str(n)],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    if res.returncode != 0:
+        return {"error": res.stderr.strip()[-2000:]}
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    flows = {}
+    for flow, r in data["flows"].items():
+        flows[flow] = {"ok": r.get("ok", False), **stats(r.get("timings", []))}
+        if r.get("error"):
+            flows[flow]["error"] = r["error"]
+    return {"version": data["version"], "flows": flows}
+
+
+def kernel_alone(host: RemoteHost, n: int) -> dict:
+    res = subprocess.run(
+        ["podman", "exec", "-i", "-w", "/tmp", "-e", "JUPYTER_RUNTIME_DIR=/tmp/bench-kernel", host.name, f"{RUNTIME_VENV}/bin/python", "-", str(n)],
+        input=(BENCH / "kernel_probe.py").read_text(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if res.returncode != 0:
+        return {"error": res.stderr.strip()[-2000:]}
+    return stats(json.loads(res.stdout.strip().splitlines()[-1])["timings"])
+
+
+def set_server_nodelay(host: RemoteHost, port: int, on: bool) -> None:
+    """Switch the runtime's websocket TCP_NODELAY fix (what colab_runtime_tcp_nodelay renders)."""
+    value = "True" if on else "False"
+    # jupyter_core migrates ~/.ipython (created by the first kernel) into the read-only config dir
+    # at every later start unless a "migrated" marker exists there: without it the service
+    # crash-loops after any restart. Work around it here until the role writes the marker.
+    marker = f"{Path(RUNTIME_CONFIG).parent}/migrated"
+    if host.exec("test", "-e", marker, check=False).returncode != 0:
+        log(f"P3: WARNING: {marker} is missing (the runtime cannot restart without it); creating it")
+        host.exec("install", "-m", "0644", "/dev/null", marker)
+        WORKAROUNDS.append(f"created {marker}: without it the runtime crash-loops on restart (jupyter_core migration)")
+    host.exec("sed", "-i", f"s/^c.ColabRuntime.tcp_nodelay = .*/c.ColabRuntime.tcp_nodelay = {value}/", RUNTIME_CONFIG)
+    host.exec("systemctl", "restart", RUNTIME_SERVICE)
+    deadline = time.monotonic() + 180
+    while http_status_in_host(host, f"http://127.0.0.1:{port}/api/status") == 0:
+        if time.monotonic() > deadline:
+            journal = host.exec("journalctl", "-u", RUNTIME_SERVICE, "-n", "30", "--no-pager", check=False).stdout
+            raise TimeoutError(f"the runtime did not answer within 180 s of a restart:\n{journal}")
+        time.sleep(0.3)
+    line = host.exec("grep", "^c.ColabRuntime.tcp_nodelay", RUNTIME_CONFIG).stdout.strip()
+    if line != f"c.ColabRuntime.tcp_nodelay = {value}":
+        raise RuntimeError(f"could not switch the server setting: {line!r}")
+
+
+def start_forward(b: Bench, site: Site, session: bool) -> subprocess.Popen:
+    """The tunnel's exact ssh command (session) or the classic `ssh -N` forward, same ssh_config."""
+    cmd = ["ssh", "-F", str(site.ssh_config)]
+    cmd += [f"{site.alias}-tunnel", "exec sleep infinity"] if session else ["-N", f"{site.alias}-tunnel"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    b.procs.append(proc)
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError, TimeoutError):
+            wait_tcp("127.0.0.1", site.port, timeout=0.5)
+            return proc
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{' '.join(cmd)} did not open the forward: {proc.stderr.read().decode()[-1000:] if proc.stderr else ''}"
+            )
+
+
+def p3(b: Bench, site: Site) -> dict:
+    n = b.args.n
+    host = site.host
+    base = f"http://localhost:{site.port}"
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(site.url()).query)["token"][0]
+    inside = netns_prefix(host)
+    out: dict = {"n": n, "load_before": loadavg(), "cells": []}
+
+    def measure(server: str, path: str, prefix: list[str] | None = None) -> None:
+        for client in ("python", "browser"):
+            log(f"P3: {client:7s} server={server:5s} path={path}")
+            r = probe(client, base, token, n, prefix)
+            out["cells"].append({"server": server, "path": path, "client": client, **r})
+            if "error" in r:
+                log(f"P3:   FAILED: {r['error'][-500:]}")
+            for flow, s in r.get("flows", {}).items():
+                log(f"P3:   {flow:12s} median {s.get('median_ms')} ms  p90 {s.get('p90_ms')} ms  ok={s['ok']}")
+
+    # After: the converged runtime (fix on) through the tunnel that connect.yml started.
+    measure("fixed", "tunnel (connect.yml)")
+    measure("fixed", "loopback (no forward)", inside)
+    log("P3: kernel alone (jupyter_client on the host)")
+    out["kernel_alone"] = kernel_alone(host, n)
+    log(f"P3:   {out['kernel_alone']}")
+    # Swap the supervised tunnel for hand-started forwards with the same ssh_config.
+    site.playbook("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
+    fwd = start_forward(b, site, session=False)
+    measure("fixed", "ssh -N forward")
+    # Before: the stock server (no NODELAY on websocket streams).
+    set_server_nodelay(host, site.port, on=False)
+    measure("stock", "ssh -N forward")
+    measure("stock", "loopback (no forward)", inside)
+    stop(fwd)
+    fwd = start_forward(b, site, session=True)
+    measure("stock", "tunnel (session)")
+    stop(fwd)
+    set_server_nodelay(host, site.port, on=True)
+    out["load_after"] = loadavg()
+    return out
+
+
+# =============================================================================== report
+def find(cells: list[dict], server: str, path: str, client: str, flow: str) -> dict:
+    for c in cells:
+        if (c["server"], c["path"], c["client"]) == (server, path, client):
+            return c.get("flows", {}).get(flow, {})
+    return {}
+
+
+def summarize(results: dict) -> list[str]:
+    lines = ["", "=" * 100, f"colab-gpu-runtime bench  {results['date']}  "
+             f"{results['machine']['nproc']} x {results['machine']['cpu_model']}", "=" * 100]  # fmt: skip
+    targets = results.setdefault("targets", {})
+    if "p1" in results:
+        p = results["p1"]
+        lines += [
+            "P1 converge from a fresh host (wall clock)",
+            f"  roles (nvidia_gpu, colab_runtime, idle_stop)  {p['roles']['seconds']:7.1f} s   cells: {p['roles']['works']}",
+            f"  seed recipe, pinned ({SEED_PINNED})  {p['seed_pinned']['seconds']:7.1f} s   cells: {p['seed_pinned']['works']}",
+            f"  seed recipe as written ({p['seed_as_written']['resolved']})  {p['seed_as_written']['seconds']:7.1f} s   "
+            f"/http_over_websocket -> {p['seed_as_written']['http_over_websocket_status']}, cells: {p['seed_as_written']['works']}",
+            f"  ratio roles / pinned recipe  {p['ratio_roles_vs_seed']:.2f}x   (target <= {TARGETS['p1_ratio']}x)",
+            "  roles converge by role: "
+            + ", ".join(r.split(None, 1)[1] + " " + r.split()[0] for r in p["roles"].get("roles", [])),
+            "  slowest tasks of the roles converge:",
+            *(f"    {t}" for t in p["roles"].get("slowest_tasks", [])[:6]),
+        ]
+        targets["p1_ratio"] = p["ratio_roles_vs_seed"] <= TARGETS["p1_ratio"]
+    if "p2" in results:
+        p = results["p2"]
+        lines += [
+            "P2 site.yml (emulated EC2 + podman host)",
+            f"  first run {p['first_run']['seconds']:.1f} s; no-op re-run {p['noop']['seconds']:.1f} s, changed={p['noop']['changed']}"
+            f"   (target <= {TARGETS['p2_noop_s']} s, changed=0); ansible-playbook start-up {p['ansible_startup_s']} s",
+            f"  tasks run (ok + skipped) per host: {p['tasks_run']}",
+            "  no-op run by role: "
+            + ", ".join(r.split(None, 1)[1] + " " + r.split()[0] for r in p["profile"]["roles"]),
+            "  slowest tasks of a no-op run:",
+            *(f"    {t}" for t in p["profile"]["top_tasks"][:8]),
+        ]
+        targets["p2_noop"] = p["noop"]["seconds"] <= TARGETS["p2_noop_s"] and p["noop"]["changed"] == 0
+    if "p3" in results:
+        p = results["p3"]
+        cells = p["cells"]
+        lines += [f"P3 trivial cell round trip, {p['n']} executes: median / p90 ms",
+                  f"  {'server':6s} {'path':24s} {'client':8s} {'http_over_ws':>16s} {'direct':>16s}"]  # fmt: skip
+        for c in cells:
+            fl = c.get("flows", {})
+            cols = []
+            for flow in ("http_over_ws", "direct"):
+                s = fl.get(flow, {})
+                cols.append(
+                    f"{s.get('median_ms', 'ERR')!s:>7} / {s.get('p90_ms', '-')!s:<7}"
+                    if s.get("ok")
+                    else f"{'FAILED':>16s}"
+                )
+            lines.append(f"  {c['server']:6s} {c['path']:24s} {c['client']:8s} {cols[0]:>16s} {cols[1]:>16s}")
+        k = p.get("kernel_alone", {})
+        lines.append(f"  kernel alone (jupyter_client on the host): {k.get('median_ms')} / {k.get('p90_ms')}")
+        derived = {}
+        for client in ("browser", "python"):
+            for flow in ("http_over_ws", "direct"):
+                after = find(cells, "fixed", "tunnel (connect.yml)", client, flow).get("median_ms")
+                direct = find(cells, "fixed", "loopback (no forward)", client, flow).get("median_ms")
+                before = find(cells, "stock", "ssh -N forward", client, flow).get("median_ms")
+                if None not in (after, direct, before):
+                    derived[f"{client}/{flow}"] = {
+                        "after_ms": after,
+                        "before_ms": before,
+                        "speedup": round(before / after, 1),
+                        "tunnel_overhead_ms": round(after - direct, 2),
+                    }
+        p["derived"] = derived
+        lines.append("  before (stock server, ssh -N) -> after (fix + session tunnel); tunnel overhead vs loopback:")
+        for key, d in derived.items():
+            lines.append(
+                f"    {key:22s} {d['before_ms']:7.1f} -> {d['after_ms']:5.1f} ms  ({d['speedup']}x)   overhead {d['tunnel_overhead_ms']:+.2f} ms"
+            )
+        browser = [d for k2, d in derived.items() if k2.startswith("browser/")]
+        if browser:
+            targets["p3_browser_tunnel_median"] = all(
+                d["after_ms"] <= TARGETS["p3_browser_tunnel_median_ms"] for d in browser
+            )
+            targets["p3_tunnel_overhead"] = all(
+                d["tunnel_overhead_ms"] <= TARGETS["p3_tunnel_overhead_ms"] for d in browser
+            )
+    lines.append("targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in targets.items()))
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="colab-gpu-runtime benchmarks (see bench/README.md)")
+    parser.add_argument("--only", default="p1,p2,p3", help="comma-separated phases: p1,p2,p3")
+    parser.add_argument("--n", type=int, default=200, help="timed executes per P3 cell")
+    parser.add_argument("--keep", action="store_true", help="keep hosts and the work dir for inspection")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args()
+    phases = set(args.only.split(","))
+    if shutil.which("nsenter") is None or (phases & {"p3"} and not shutil.which("chromium")):
+        print("bench needs nsenter (util-linux) and chromium (apt-get install chromium)", file=sys.stderr)
+        return 2
+    results: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "args": vars(args) | {"out": str(args.out)},
+    }
+    b = Bench(args)
+    site: Site | None = None
+    rc = 0
+    try:
+        if "p1" in phases:
+            results["p1"] = p1(b)
+        if phases & {"p2", "p3"}:
+            site = Site(b)
+            first_run = converge_site(site)
+            if "p2" in phases:
+                results["p2"] = p2(b, site, first_run)
+            if "p3" in phases:
+                results["p3"] = p3(b, site)
+    except Exception as err:  # still write what was measured
+        results["error"] = f"{type(err).__name__}: {err}"
+        print(results["error"], file=sys.stderr)
+        rc = 1
+    finally:
+        if site is not None:
+            with contextlib.suppress(Exception):
+                site.playbook("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
+        b.cleanup()
+    results["workarounds"] = WORKAROUNDS
+    with contextlib.suppress(Exception):
+        results["machine"]["chromium"] = subprocess.run(
+            ["chromium", "--version"], capture_output=True, text=True
+        ).stdout.strip()
+    for line in summarize(results):
+        print(line)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written: {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
