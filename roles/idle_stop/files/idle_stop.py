@@ -85,7 +85,7 @@ def jupyter_get(base_url: str, path: str, token: str, timeout: float) -> object:
         return json.loads(resp.read().decode("utf-8"))
 
 
-def check_jupyter(cfg: dict, now: float, busy: list, activity: list, notes: list) -> None:
+def check_jupyter(cfg: dict, busy: list, activity: list, notes: list) -> None:
     base_url = cfg.get("jupyter_url") or ""
     if not base_url:
         return
@@ -118,15 +118,23 @@ def check_jupyter(cfg: dict, now: float, busy: list, activity: list, notes: list
     except (OSError, ValueError) as err:
         raise CannotTell(f"jupyter unreadable: {err}") from err
 
-    if isinstance(status, dict) and status.get("last_activity"):
+    try:
+        read_jupyter_state(cfg, status, kernels, sessions, busy, activity, notes)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise CannotTell(f"jupyter answered something unexpected: {err!r}") from err
+
+
+def read_jupyter_state(cfg: dict, status, kernels, sessions, busy: list, activity: list, notes: list) -> None:
+    """Reasons and activity times from /api/status, /api/kernels and /api/sessions."""
+    if status.get("last_activity"):
         activity.append((parse_iso(status["last_activity"]), "jupyter server activity"))
     names = {}
-    for session in sessions if isinstance(sessions, list) else []:
+    for session in sessions:
         kernel = session.get("kernel") or {}
         if kernel.get("id"):
             names[kernel["id"]] = session.get("path") or session.get("name") or ""
     connections = 0
-    for kernel in kernels if isinstance(kernels, list) else []:
+    for kernel in kernels:
         kid = str(kernel.get("id", ""))
         label = f"kernel {kid[:8]}" + (f" ({names[kid]})" if names.get(kid) else "")
         state = kernel.get("execution_state", "")
@@ -141,7 +149,7 @@ def check_jupyter(cfg: dict, now: float, busy: list, activity: list, notes: list
             busy.append(text)
         else:
             notes.append(f"{text} (not counted)")
-    notes.append(f"jupyter: {len(kernels) if isinstance(kernels, list) else 0} kernel(s)")
+    notes.append(f"jupyter: {len(kernels)} kernel(s)")
 
 
 # --------------------------------------------------------------------------- terminals
@@ -316,38 +324,46 @@ def run(cfg: dict, dry_run: bool, config_path: str = DEFAULT_CONFIG) -> int:
     state_file = cfg.get("state_file", "/var/lib/idle-stop/state.json")
     state = load_state(state_file)
 
-    busy: list[str] = []
+    busy: list[str] = []  # in use now
+    hold: list[str] = []  # unknown: keeps the host up, but is no use
+    notes: list[str] = []
     activity: list[tuple[float, str]] = [(boot_time(), "boot")]
     with contextlib.suppress(OSError):
         activity.append((os.stat(config_path).st_mtime, "idle-stop configured"))
-    notes: list[str] = []
     if state.get("last_busy"):
         activity.append((float(state["last_busy"]), "last seen in use"))
-    idle_terms: list[dict] = []
     try:
-        check_jupyter(cfg, now, busy, activity, notes)
+        check_jupyter(cfg, busy, activity, notes)
+        state.pop("unknown_since", None)
     except CannotTell as err:
-        busy.append(f"cannot tell ({err})")
-    try:
-        idle_terms = check_terminals(cfg, now, busy, activity, notes)
-    except (OSError, subprocess.SubprocessError) as err:
-        busy.append(f"cannot tell (tty sessions: {err})")
+        # A Jupyter that cannot be asked keeps the host up, for one limit at most: one that stays
+        # unreadable (hung, misconfigured) must not keep a GPU running for ever.
+        unknown_since = float(state.setdefault("unknown_since", now))
+        if now - unknown_since < limit:
+            hold.append(f"cannot tell ({err})")
+        else:
+            notes.append(f"ignored, unknown for {fmt_duration(now - unknown_since)}: {err}")
+    idle_terms = check_terminals(cfg, now, busy, activity, notes)
     check_gpu(cfg, busy, notes)
+    tail = " | " + "; ".join(notes) if notes else ""
 
     if busy:
-        state = {"last_busy": now}
+        state["last_busy"] = now
+        state.pop("warned_for", None)
+    if busy or hold:
         save_state(state_file, state)
-        log("busy: " + "; ".join(busy) + (" | " + "; ".join(notes) if notes else ""))
+        log("busy: " + "; ".join(busy + hold) + tail)
         return 0
 
     since, what = max(activity)
     idle_for = max(0.0, now - since)
     detail = f"(last: {what}, {fmt_duration(idle_for)} ago)"
     if idle_for >= limit:
+        save_state(state_file, state)
         if dry_run:
-            log(f"idle for {fmt_duration(idle_for)} >= {fmt_duration(limit)} {detail}: would power off (dry run)")
+            log(f"idle for {fmt_duration(idle_for)} >= {fmt_duration(limit)} {detail}: would power off (dry run){tail}")
             return 0
-        log(f"idle for {fmt_duration(idle_for)} >= {fmt_duration(limit)} {detail}: powering off")
+        log(f"idle for {fmt_duration(idle_for)} >= {fmt_duration(limit)} {detail}: powering off{tail}")
         subprocess.run(["systemctl", "poweroff"], check=True, timeout=60)
         return 0
 
@@ -358,11 +374,15 @@ def run(cfg: dict, dry_run: bool, config_path: str = DEFAULT_CONFIG) -> int:
             f"this host has been idle for {fmt_duration(idle_for)} and will power off in {left} "
             "unless it is used (a notebook cell, an open notebook, or input on a terminal)"
         )
-        reached = [] if dry_run else warn_terminals(idle_terms, msg)
-        extra = f"; warned {len(reached)} terminal(s){' ' + ', '.join(reached) if reached else ''}: power off in {left}"
-        state["warned_for"] = since
-        save_state(state_file, state)
-    tail = " | " + "; ".join(notes) if notes else ""
+        if dry_run:
+            extra = f"; would warn {len(idle_terms)} terminal(s) (dry run)"
+        else:
+            reached = warn_terminals(idle_terms, msg)
+            extra = (
+                f"; warned {len(reached)} terminal(s){' ' + ', '.join(reached) if reached else ''}: power off in {left}"
+            )
+            state["warned_for"] = since
+    save_state(state_file, state)
     log(f"idle for {fmt_duration(idle_for)} < {fmt_duration(limit)} {detail}{extra}{tail}")
     return 0
 
