@@ -30,6 +30,7 @@ from substrate import (  # noqa: E402
     http_get,
     make_ssh_key,
     podman,
+    seed_emulated_account,
     write_ec2_overlay,
     testhost_image,
     tool,
@@ -109,6 +110,7 @@ def up() -> int:
     state = load_state()
     key = make_ssh_key(DEMO)
     moto_url = ensure_moto(state)
+    seed_emulated_account(moto_url, REGION)
     ssh_port = ensure_host(state, key)
     write_ec2_overlay(DEMO / "inventory", HOST_NAME, ssh_port, key, OWNER, REGION)
     rc = run_playbook(["site.yml"], ec2_env(moto_url, OWNER, REGION))
@@ -116,7 +118,7 @@ def up() -> int:
         print(f"demo: site.yml failed (rc={rc}); `make demo-down` removes everything", file=sys.stderr)
         return rc
     # The URL the play printed must answer from this machine, with its token, through the tunnel.
-    url = (ROOT / ".colab" / f"colab-{HOST_NAME}.url").read_text().strip()
+    url = (ROOT / ".colab" / f"{HOST_NAME}.url").read_text().strip()
     parsed = urllib.parse.urlparse(url)
     status, _ = http_get(f"{parsed.scheme}://{parsed.netloc}/api/status?{parsed.query}")
     print(f"demo: {parsed.scheme}://{parsed.netloc}/api/status?token=... -> HTTP {status}")

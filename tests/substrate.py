@@ -335,6 +335,22 @@ def ec2_env(moto_url: str, owner: str, region: str = "us-east-2") -> dict[str, s
     )
 
 
+# AWS reserves /aws/... parameter names, so the emulated account publishes its Deep Learning AMI
+# under a name of its own and the overlay points ec2_gpu_host_ami_ssm_parameter at it.
+EMULATED_DLAMI_PARAMETER = "/colab-emulated/deeplearning/ubuntu/ami-id"
+
+
+def seed_emulated_account(moto_url: str, region: str = "us-east-2") -> str:
+    """Publish the emulated Deep Learning AMI (Ubuntu) the way AWS publishes the real one."""
+    import boto3
+
+    creds = {"endpoint_url": moto_url, "region_name": region, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    images = boto3.client("ec2", **creds).describe_images(Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])
+    image_id = images["Images"][0]["ImageId"]
+    boto3.client("ssm", **creds).put_parameter(Name=EMULATED_DLAMI_PARAMETER, Value=image_id, Type="String", Overwrite=True)
+    return image_id
+
+
 def write_ec2_overlay(directory: Path, host_name: str, ssh_port: int, key: Path, owner: str, region: str = "us-east-2") -> Path:
     """A second inventory source: maps the emulated instance onto a local container's SSH address.
 
@@ -362,6 +378,7 @@ ec2_gpu_host_region: {region}
 ec2_gpu_host_owner: {owner}
 ec2_gpu_host_ssh_private_key_file: {key}
 ec2_gpu_host_ssh_cidr: 127.0.0.1/32
+ec2_gpu_host_ami_ssm_parameter: {EMULATED_DLAMI_PARAMETER}
 nvidia_gpu_required: false
 """
     )

@@ -23,6 +23,7 @@ from substrate import (
     free_port,
     http_get,
     play_recap,
+    seed_emulated_account,
     write_ec2_overlay,
 )
 
@@ -52,13 +53,13 @@ class Site:
             *extra, env=self.env,
         )  # fmt: skip
 
-    def pid(self, alias: str = f"colab-{HOST}") -> int:
+    def pid(self, alias: str = HOST) -> int:
         return int((self.state_dir / f"{alias}-tunnel.pid").read_text())
 
-    def ssh_pid(self, alias: str = f"colab-{HOST}") -> int:
+    def ssh_pid(self, alias: str = HOST) -> int:
         return int((self.state_dir / f"{alias}-tunnel.pid.child").read_text())
 
-    def url(self, alias: str = f"colab-{HOST}") -> str:
+    def url(self, alias: str = HOST) -> str:
         return (self.state_dir / f"{alias}.url").read_text().strip()
 
     def ec2(self):
@@ -90,6 +91,7 @@ def cell(url: str, flow: str) -> str:
 @pytest.fixture(scope="module")
 def site(request, moto_server, tmp_path_factory, bookworm_image, ssh_key, _cleanup_leftover_hosts):
     moto_server.reset()
+    seed_emulated_account(moto_server.url, REGION)
     host = RemoteHost.start(image=bookworm_image, key_path=ssh_key, user="ubuntu")
     s = Site(moto_server, host, tmp_path_factory.mktemp("e2e"))
 
@@ -181,7 +183,7 @@ def test_teardown_leaves_nothing_running(site):
     assert wait_answers(site.url(), 10) < 10
     stop = site.run("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
     assert stop.returncode == 0, stop.stdout[-4000:]
-    assert not (site.state_dir / f"colab-{HOST}-tunnel.pid").exists()
+    assert not (site.state_dir / f"{HOST}-tunnel.pid").exists()
     assert http_get(f"http://127.0.0.1:{PORT}/api", timeout=2)[0] == 0
     res = site.run("playbooks/teardown.yml", "-e", "ec2_gpu_host_terminate=true")
     assert res.returncode == 0, res.stdout[-6000:]
