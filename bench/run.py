@@ -211,9 +211,9 @@ def client_check(host: RemoteHost | None, url: str, flow: str) -> tuple[bool, st
          "--code", "print(40 + 2)", "--expect", "42"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    return res.returncode == 0, (
-        (res.stdout + res.stderr).strip().splitlines()[-1] if (res.stdout + res.stderr).strip() else ""
-    )
+    # The client prints one "<flow>: OK|FAILED: ..." line (a failure may add a server page after it).
+    lines = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith(f"{flow}:")]
+    return res.returncode == 0, (lines[0][:300] if lines else (res.stdout + res.stderr).strip()[:300])
 
 
 # =============================================================================== P1
@@ -574,8 +574,9 @@ def summarize(results: dict) -> list[str]:
         derived = {}
         for client in ("browser", "python"):
             for flow in ("http_over_ws", "direct"):
-                after = find(cells, "fixed", "tunnel (connect.yml)", client, flow).get("median_ms")
-                direct = find(cells, "fixed", "loopback (no forward)", client, flow).get("median_ms")
+                after_s = find(cells, "fixed", "tunnel (connect.yml)", client, flow)
+                direct_s = find(cells, "fixed", "loopback (no forward)", client, flow)
+                after, direct = after_s.get("median_ms"), direct_s.get("median_ms")
                 before = find(cells, "stock", "ssh -N forward", client, flow).get("median_ms")
                 if None not in (after, direct, before):
                     derived[f"{client}/{flow}"] = {
@@ -583,12 +584,15 @@ def summarize(results: dict) -> list[str]:
                         "before_ms": before,
                         "speedup": round(before / after, 1),
                         "tunnel_overhead_ms": round(after - direct, 2),
+                        # Minimums are less sensitive to a busy machine than medians.
+                        "tunnel_overhead_min_ms": round(after_s["min_ms"] - direct_s["min_ms"], 2),
                     }
         p["derived"] = derived
         lines.append("  before (stock server, ssh -N) -> after (fix + session tunnel); tunnel overhead vs loopback:")
         for key, d in derived.items():
             lines.append(
-                f"    {key:22s} {d['before_ms']:7.1f} -> {d['after_ms']:5.1f} ms  ({d['speedup']}x)   overhead {d['tunnel_overhead_ms']:+.2f} ms"
+                f"    {key:22s} {d['before_ms']:7.1f} -> {d['after_ms']:5.1f} ms  ({d['speedup']}x)   "
+                f"overhead {d['tunnel_overhead_ms']:+.2f} ms (medians), {d['tunnel_overhead_min_ms']:+.2f} ms (minimums)"
             )
         browser = [d for k2, d in derived.items() if k2.startswith("browser/")]
         if browser:
@@ -608,7 +612,11 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=200, help="timed executes per P3 cell")
     parser.add_argument("--keep", action="store_true", help="keep hosts and the work dir for inspection")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--report", type=Path, help="only print the table of an earlier results file")
     args = parser.parse_args()
+    if args.report:
+        print("\n".join(summarize(json.loads(args.report.read_text()))))
+        return 0
     phases = set(args.only.split(","))
     if shutil.which("nsenter") is None or (phases & {"p3"} and not shutil.which("chromium")):
         print("bench needs nsenter (util-linux) and chromium (apt-get install chromium)", file=sys.stderr)
