@@ -13,6 +13,8 @@ SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/m
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Nothing here runs on EC2: never let botocore look for instance metadata (169.254.169.254).
+export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: help
 help: ## List the targets

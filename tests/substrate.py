@@ -273,6 +273,8 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
+    # Tests never run on EC2: botocore must not probe instance metadata (169.254.169.254).
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
     env.update(extra or {})
     return env
 
