@@ -36,6 +36,7 @@ import urllib.error
 import urllib.request
 
 DEFAULT_CONFIG = "/etc/idle-stop.json"
+POWEROFF_DELAY_SECONDS = 2
 TAG = "idle_stop:"
 # Only "busy" means a cell is running. A kernel stays "starting" until a client first connects,
 # possibly forever: that state counts through its last_activity like any other.
@@ -364,6 +365,9 @@ def run(cfg: dict, dry_run: bool, config_path: str = DEFAULT_CONFIG) -> int:
             log(f"idle for {fmt_duration(idle_for)} >= {fmt_duration(limit)} {detail}: would power off (dry run){tail}")
             return 0
         log(f"idle for {fmt_duration(idle_for)} >= {fmt_duration(limit)} {detail}: powering off{tail}")
+        # A moment for the line to reach the journal's readers (`journalctl -f` over SSH) before
+        # the shutdown cuts their connections.
+        time.sleep(POWEROFF_DELAY_SECONDS)
         subprocess.run(["systemctl", "poweroff"], check=True, timeout=60)
         return 0
 
