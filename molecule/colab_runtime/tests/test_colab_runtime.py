@@ -1,0 +1,148 @@
+"""Checks of a host converged with the colab_runtime role (role defaults).
+
+Everything is read from the host in one round trip (each command through the Ansible
+connection costs seconds), then asserted per concern.
+"""
+
+import base64
+import json
+
+import pytest
+
+PORT = 8888
+SERVICE = "colab-runtime"
+TOKEN_FILE = "/etc/colab-runtime/token"
+CONFIG_FILE = "/etc/colab-runtime/jupyter_server_config.py"
+
+PROBE = r"""
+import json, os, pwd, stat, subprocess, urllib.error, urllib.request
+
+def run(*cmd):
+    return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+
+def status(headers):
+    req = urllib.request.Request("http://127.0.0.1:%(port)d/api/status", headers=headers)
+    try:
+        return urllib.request.urlopen(req, timeout=10).status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError as err:
+        return str(err)
+
+props = ["ActiveState", "UnitFileState", "Restart", "MainPID", "User", "NoNewPrivileges",
+         "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "DevicePolicy",
+         "RestrictSUIDSGID", "ProtectKernelTunables", "ProtectKernelModules", "ReadWritePaths"]
+show = dict(line.split("=", 1) for line in run("systemctl", "show", "%(service)s",
+            *("-p" + p for p in props)).splitlines())
+pid = show["MainPID"]
+uids = []
+if pid != "0":
+    with open("/proc/%%s/status" %% pid) as fh:
+        uids = next(l.split()[1:] for l in fh if l.startswith("Uid:"))
+tok = os.stat("%(token)s")
+token = open("%(token)s").read().strip()
+cfg = os.stat("%(config)s")
+user = pwd.getpwnam("colab")
+print(json.dumps({
+    "show": show,
+    "uids": uids,
+    "listeners": run("ss", "-Htln", "sport = :%(port)d"),
+    "token": {"owner": pwd.getpwuid(tok.st_uid).pw_name, "mode": stat.S_IMODE(tok.st_mode), "value": token},
+    "config": {"owner": pwd.getpwuid(cfg.st_uid).pw_name, "group": cfg.st_gid == user.pw_gid,
+               "mode": stat.S_IMODE(cfg.st_mode), "text": open("%(config)s").read()},
+    "user": {"uid": user.pw_uid, "shell": user.pw_shell, "home": user.pw_dir},
+    "api": {"with_token": status({"Authorization": "token " + token}), "without": status({})},
+    "installed": json.loads(run("/opt/colab-runtime/venv/bin/python", "-c",
+                  "import importlib.metadata as m, json; "
+                  "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")),
+    "lock": open("/opt/colab-runtime/constraints.txt").read(),
+}))
+""" % {"port": PORT, "service": SERVICE, "token": TOKEN_FILE, "config": CONFIG_FILE}
+
+
+@pytest.fixture(scope="module")
+def facts(host):
+    encoded = base64.b64encode(PROBE.encode()).decode()
+    out = host.check_output(f"echo {encoded} | base64 -d | python3 -")
+    return json.loads(out)
+
+
+def test_service_active_and_enabled(facts):
+    assert facts["show"]["ActiveState"] == "active"
+    assert facts["show"]["UnitFileState"] == "enabled"
+    assert facts["show"]["Restart"] == "always"
+
+
+def test_listens_on_loopback_only(facts):
+    # ss -H: State Recv-Q Send-Q Local-Address:Port Peer-Address:Port
+    local_addresses = [line.split()[3] for line in facts["listeners"].splitlines()]
+    assert local_addresses == [f"127.0.0.1:{PORT}"], facts["listeners"]
+
+
+def test_server_runs_as_unprivileged_user(facts):
+    assert facts["show"]["User"] == "colab"
+    assert facts["user"]["uid"] != 0
+    assert facts["uids"] == [str(facts["user"]["uid"])] * 4  # real, effective, saved, fs
+    assert facts["user"]["shell"] == "/usr/sbin/nologin"
+
+
+def test_token_file_is_private(facts):
+    token = facts["token"]
+    assert token["owner"] == "colab"
+    assert token["mode"] == 0o600
+    assert len(token["value"]) >= 32
+    int(token["value"], 16)  # hexadecimal
+
+
+def test_config_content(facts):
+    config = facts["config"]
+    assert config["owner"] == "root"
+    assert config["group"]  # group colab, so the service can read it
+    assert config["mode"] == 0o640
+    for line in (
+        'c.ServerApp.ip = "127.0.0.1"',
+        f"c.ServerApp.port = {PORT}",
+        "c.ServerApp.port_retries = 0",
+        "c.ServerApp.open_browser = False",
+        'c.ServerApp.allow_origin = "https://colab.research.google.com"',
+        "c.ServerApp.allow_credentials = True",
+        "c.ServerApp.allow_unauthenticated_access = False",
+        '"jupyter_http_over_ws": True',
+        '"jupyterlab": False',
+        "c.ColabRuntime.tcp_nodelay = True",
+        "c.ColabRuntime.private_network_access = True",
+        'c.ServerApp.root_dir = "/var/lib/colab-runtime/notebooks"',
+    ):
+        assert line in config["text"], line
+    # The token lives only in the 0600 file, not in the group-readable config.
+    assert facts["token"]["value"] not in config["text"]
+
+
+def test_api_answers_with_token_only(facts):
+    assert facts["api"] == {"with_token": 200, "without": 403}
+
+
+def test_hardening_keeps_gpu_devices_visible(facts):
+    show = facts["show"]
+    for prop in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "RestrictSUIDSGID", "ProtectKernelTunables",
+                 "ProtectKernelModules"):  # fmt: skip
+        assert show[prop] == "yes", prop
+    assert show["ProtectSystem"] == "strict"
+    assert show["PrivateDevices"] == "no"
+    assert show["DevicePolicy"] == "auto"
+    assert "/var/lib/colab-runtime" in show["ReadWritePaths"]
+
+
+def test_stack_matches_lock(facts):
+    installed = {name.lower().replace("_", "-"): version for name, version in facts["installed"].items()}
+    locked = {}
+    for line in facts["lock"].splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, _, rest = line.partition("==")
+            locked.setdefault(name.strip().lower().replace("_", "-"), set()).add(rest.split(";")[0].strip())
+    for name, version in installed.items():
+        if name in locked:
+            assert version in locked[name], (name, version)
+    assert installed["jupyter-http-over-ws"] == "0.0.8"
+    assert installed["notebook"].startswith("7.")
+    assert tuple(int(p) for p in installed["tornado"].split(".")[:2]) >= (6, 5)

@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""A client that talks to a Jupyter server the way Google Colab's "local runtime" does.
+
+Two flows, both used by Colab:
+
+* ``http_over_ws`` (classic): every REST call travels as a JSON frame over the
+  jupyter_http_over_ws websocket (``/http_over_websocket``); the server fetches the auth URL
+  (``http://H:P/?token=T``) itself and forwards the cookies it gets. The kernel channel is
+  proxied through ``/http_over_websocket/proxied_ws/api/kernels/<id>/channels``.
+* ``direct`` (newer): plain REST calls with ``?token=`` and the kernel websocket, every
+  request carrying the ``Origin: https://colab.research.google.com`` header a browser adds.
+
+Only the standard library and websocket-client are needed, so the file also works as a
+standalone check::
+
+    python3 colab_client.py --url 'http://localhost:8888/?token=T' --flow both \\
+        --code 'print(6*7)' --expect 42
+
+It exits non-zero when a flow fails or prints something else than expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import statistics
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+
+import websocket
+
+COLAB_ORIGIN = "https://colab.research.google.com"
+FLOWS = ("http_over_ws", "direct")
+# The extension rejects clients asking for a newer protocol than it speaks (0.0.7).
+HTTP_OVER_WS_MIN_VERSION = "0.0.7"
+
+
+class ColabProtocolError(Exception):
+    """A request or channel was refused; ``status`` is the HTTP status or websocket close code."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+
+def parse_runtime_url(url: str) -> tuple[str, str]:
+    """Split Colab's connection URL ``http://host:port/?token=T`` into (base URL, token)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    token = urllib.parse.parse_qs(parts.query).get("token", [""])[0]
+    base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    return base, token
+
+
+class ColabClient:
+    """One kernel on a Jupyter server, reached through one of Colab's two flows.
+
+    Use as a context manager: the kernel is started on entry and deleted on exit.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        flow: str = "http_over_ws",
+        origin: str | None = COLAB_ORIGIN,
+        timeout: float = 30.0,
+    ) -> None:
+        if flow not in FLOWS:
+            raise ValueError(f"unknown flow {flow!r}; use one of {', '.join(FLOWS)}")
+        if "?" in base_url:
+            base_url, url_token = parse_runtime_url(base_url)
+            token = token if token is not None else url_token
+        self.base_url = base_url.rstrip("/")
+        self.token = token or ""
+        self.flow = flow
+        self.origin = origin
+        self.timeout = timeout
+        self.kernel_id: str | None = None
+        self.session_id = uuid.uuid4().hex
+        self._http_ws: websocket.WebSocket | None = None
+        self._channel: websocket.WebSocket | None = None
+        parts = urllib.parse.urlsplit(self.base_url)
+        self._ws_base = urllib.parse.urlunsplit(
+            ("wss" if parts.scheme == "https" else "ws", parts.netloc, parts.path, "", "")
+        )
+
+    # ------------------------------------------------------------------ context management
+    def __enter__(self) -> ColabClient:
+        try:
+            self.start_kernel()
+            self.open_channel()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel, delete the kernel (best effort) and close the transport."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self.kernel_id is not None:
+            try:
+                self.request("DELETE", f"/api/kernels/{self.kernel_id}")
+            except (OSError, ColabProtocolError, websocket.WebSocketException):
+                pass
+            self.kernel_id = None
+        if self._http_ws is not None:
+            self._http_ws.close()
+            self._http_ws = None
+
+    # ------------------------------------------------------------------ transport helpers
+    @property
+    def auth_url(self) -> str:
+        """The page the extension fetches to obtain the login and _xsrf cookies."""
+        return f"{self.base_url}/?{urllib.parse.urlencode({'token': self.token})}"
+
+    def _ws_options(self) -> dict:
+        if self.origin is None:
+            return {"suppress_origin": True, "timeout": self.timeout}
+        return {"origin": self.origin, "timeout": self.timeout}
+
+    def _connect(self, url: str) -> websocket.WebSocket:
+        try:
+            return websocket.create_connection(url, **self._ws_options())
+        except websocket.WebSocketBadStatusException as err:
+            raise ColabProtocolError(f"websocket handshake refused: {err}", err.status_code) from err
+
+    def _http_over_ws(self) -> websocket.WebSocket:
+        if self._http_ws is None:
+            query = urllib.parse.urlencode(
+                {"min_version": HTTP_OVER_WS_MIN_VERSION, "jupyter_http_over_ws_auth_url": self.auth_url}
+            )
+            self._http_ws = self._connect(f"{self._ws_base}/http_over_websocket?{query}")
+        return self._http_ws
+
+    @staticmethod
+    def _recv_text(ws: websocket.WebSocket) -> str:
+        """Next text frame; a close frame becomes ColabProtocolError with its close code."""
+        while True:
+            try:
+                opcode, frame = ws.recv_data_frame(control_frame=True)
+            except websocket.WebSocketProtocolException as err:
+                # jupyter_http_over_ws closes with the HTTP status as close code (e.g. 403),
+                # which is outside the codes RFC 6455 allows, so websocket-client rejects it.
+                match = re.search(r"Invalid close opcode (\d+)", str(err))
+                if match:
+                    code = int(match.group(1))
+                    raise ColabProtocolError(f"websocket closed by the server: {code}", code) from err
+                raise
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                data = frame.data or b""
+                code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                reason = data[2:].decode("utf-8", "replace")
+                raise ColabProtocolError(f"websocket closed by the server: {code} {reason}".strip(), code)
+            if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+                return frame.data.decode("utf-8")
+
+    # ------------------------------------------------------------------ REST
+    def request(self, method: str, path: str, body: object | None = None) -> Response:
+        """One REST call through the selected flow; HTTP errors come back as a Response."""
+        payload = None if body is None else json.dumps(body)
+        if self.flow == "direct":
+            return self._request_direct(method, path, payload)
+        return self._request_http_over_ws(method, path, payload)
+
+    def _request_direct(self, method: str, path: str, payload: str | None) -> Response:
+        sep = "&" if "?" in path else "?"
+        url = f"{self.base_url}{path}"
+        if self.token:
+            url += f"{sep}{urllib.parse.urlencode({'token': self.token})}"
+        headers = {"Content-Type": "application/json"}
+        if self.origin is not None:
+            headers["Origin"] = self.origin
+        data = payload.encode("utf-8") if payload is not None else None
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return Response(resp.status, dict(resp.headers.items()), resp.read())
+        except urllib.error.HTTPError as err:
+            return Response(err.code, dict(err.headers.items()), err.read())
+
+    def _request_http_over_ws(self, method: str, path: str, payload: str | None) -> Response:
+        ws = self._http_over_ws()
+        message_id = uuid.uuid4().hex
+        frame = {"message_id": message_id, "method": method, "path": path}
+        if payload is not None:
+            frame["body_base64"] = base64.b64encode(payload.encode("utf-8")).decode("ascii")
+        ws.send(json.dumps(frame))
+        response: Response | None = None
+        chunks: list[bytes] = []
+        while True:
+            reply = json.loads(self._recv_text(ws))
+            if reply.get("message_id") not in (message_id, None):
+                continue  # an answer to an earlier, abandoned request
+            if response is None:
+                if "status" not in reply:
+                    raise ColabProtocolError(f"malformed first frame: {reply}")
+                response = Response(int(reply["status"]), dict(reply.get("headers") or {}))
+                if "data" not in reply and reply.get("done") and reply["status"] >= 400:
+                    # Extension-level error frame: {done, status, statusText}.
+                    response.body = str(reply.get("statusText", "")).encode("utf-8")
+            if reply.get("data"):
+                chunks.append(base64.b64decode(reply["data"]))
+            if reply.get("done"):
+                break
+        response.body = response.body or b"".join(chunks)
+        return response
+
+    # ------------------------------------------------------------------ kernel
+    def start_kernel(self) -> str:
+        resp = self.request("POST", "/api/kernels", {})
+        if resp.status != 201:
+            raise ColabProtocolError(
+                f"starting a kernel failed: HTTP {resp.status} {resp.body[:200]!r}", resp.status
+            )
+        self.kernel_id = resp.json()["id"]
+        return self.kernel_id
+
+    def channel_url(self) -> str:
+        path = f"/api/kernels/{self.kernel_id}/channels"
+        query = {"session_id": self.session_id}
+        if self.flow == "direct":
+            if self.token:
+                query["token"] = self.token
+            return f"{self._ws_base}{path}?{urllib.parse.urlencode(query)}"
+        query["jupyter_http_over_ws_auth_url"] = self.auth_url
+        return f"{self._ws_base}/http_over_websocket/proxied_ws{path}?{urllib.parse.urlencode(query)}"
+
+    def open_channel(self) -> None:
+        """Open the kernel channel and wait until the kernel answers kernel_info."""
+        if self.kernel_id is None:
+            raise ColabProtocolError("no kernel started")
+        self._channel = self._connect(self.channel_url())
+        msg_id = self._send("kernel_info_request", {})
+        self._wait_reply(msg_id, "kernel_info_reply")
+
+    def _send(self, msg_type: str, content: dict, channel: str = "shell") -> str:
+        msg_id = uuid.uuid4().hex
+        message = {
+            "header": {
+                "msg_id": msg_id,
+                "msg_type": msg_type,
+                "username": "colab",
+                "session": self.session_id,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                "version": "5.3",
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": content,
+            "channel": channel,
+            "buffers": [],
+        }
+        assert self._channel is not None
+        self._channel.send(json.dumps(message))
+        return msg_id
+
+    def _wait_reply(self, msg_id: str, reply_type: str) -> dict:
+        deadline = time.monotonic() + self.timeout
+        assert self._channel is not None
+        while time.monotonic() < deadline:
+            msg = json.loads(self._recv_text(self._channel))
+            if msg.get("parent_header", {}).get("msg_id") == msg_id and msg["header"]["msg_type"] == reply_type:
+                return msg
+        raise ColabProtocolError(f"no {reply_type} within {self.timeout}s")
+
+    def execute(self, code: str) -> str:
+        """Run code in the kernel and return what it printed on stdout."""
+        if self._channel is None:
+            raise ColabProtocolError("no kernel channel open")
+        msg_id = self._send(
+            "execute_request",
+            {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+             "allow_stdin": False, "stop_on_error": True},
+        )  # fmt: skip
+        stdout: list[str] = []
+        reply: dict | None = None
+        idle = False
+        deadline = time.monotonic() + self.timeout
+        while not (reply is not None and idle):
+            if time.monotonic() > deadline:
+                raise ColabProtocolError(f"execution did not finish within {self.timeout}s")
+            msg = json.loads(self._recv_text(self._channel))
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            content = msg.get("content", {})
+            if kind == "stream" and content.get("name") == "stdout":
+                stdout.append(content.get("text", ""))
+            elif kind == "execute_reply":
+                reply = content
+            elif kind == "status" and content.get("execution_state") == "idle":
+                idle = True
+        if reply.get("status") != "ok":
+            raise ColabProtocolError(f"execution failed: {reply.get('ename')}: {reply.get('evalue')}")
+        return "".join(stdout)
+
+    def roundtrip_times(self, n: int = 50, code: str = "pass") -> list[float]:
+        """Seconds per execute of a trivial cell, n times (what a user feels per cell run)."""
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            self.execute(code)
+            times.append(time.perf_counter() - start)
+        return times
+
+
+def check_flow(url: str, flow: str, code: str, expect: str | None, origin: str, roundtrips: int) -> bool:
+    try:
+        with ColabClient(url, None, flow=flow, origin=origin) as client:
+            out = client.execute(code).strip()
+            ok = expect is None or out == expect
+            line = f"{flow}: {'OK' if ok else 'FAILED'}: printed {out!r}"
+            if expect is not None and not ok:
+                line += f", expected {expect!r}"
+            if roundtrips:
+                median = statistics.median(client.roundtrip_times(roundtrips)) * 1000
+                line += f"; median round trip {median:.1f} ms over {roundtrips} executes"
+            print(line)
+            return ok
+    except (OSError, ColabProtocolError, websocket.WebSocketException) as err:
+        print(f"{flow}: FAILED: {err}")
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check a Colab local runtime the way Colab connects.")
+    parser.add_argument("--url", required=True, help="Colab connection URL, http://localhost:PORT/?token=T")
+    parser.add_argument("--flow", choices=(*FLOWS, "both"), default="both")
+    parser.add_argument("--code", default="print(6*7)")
+    parser.add_argument("--expect", default=None, help="expected stdout (stripped)")
+    parser.add_argument("--origin", default=COLAB_ORIGIN)
+    parser.add_argument("--roundtrips", type=int, default=0, help="also measure N trivial executes")
+    args = parser.parse_args(argv)
+    flows = FLOWS if args.flow == "both" else (args.flow,)
+    results = [check_flow(args.url, f, args.code, args.expect, args.origin, args.roundtrips) for f in flows]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
