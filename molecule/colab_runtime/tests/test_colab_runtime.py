@@ -20,8 +20,8 @@ import json, os, pwd, stat, subprocess, urllib.error, urllib.request
 def run(*cmd):
     return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
 
-def status(headers):
-    req = urllib.request.Request("http://127.0.0.1:%(port)d/api/status", headers=headers)
+def status(headers, path="/api/status"):
+    req = urllib.request.Request("http://127.0.0.1:%(port)d" + path, headers=headers)
     try:
         return urllib.request.urlopen(req, timeout=10).status
     except urllib.error.HTTPError as err:
@@ -52,6 +52,8 @@ print(json.dumps({
                "mode": stat.S_IMODE(cfg.st_mode), "text": open("%(config)s").read()},
     "user": {"uid": user.pw_uid, "shell": user.pw_shell, "home": user.pw_dir},
     "api": {"with_token": status({"Authorization": "token " + token}), "without": status({})},
+    # A plain GET on a websocket route: 400 (upgrade required) when the extension is loaded.
+    "http_over_ws": status({}, "/http_over_websocket"),
     "installed": json.loads(run("/opt/colab-runtime/venv/bin/python", "-c",
                   "import importlib.metadata as m, json; "
                   "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")),
@@ -120,6 +122,11 @@ def test_config_content(facts):
 
 def test_api_answers_with_token_only(facts):
     assert facts["api"] == {"with_token": 200, "without": 403}
+
+
+def test_http_over_ws_extension_loaded(facts):
+    # 404 would mean jupyter_http_over_ws failed to import (e.g. distutils on Python >= 3.12).
+    assert facts["http_over_ws"] == 400
 
 
 def test_hardening_keeps_gpu_devices_visible(facts):
