@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "roles" / "colab_tunnel" / "files"))
 
 from colab_client import FLOWS, ColabClient  # noqa: E402
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The Colab-protocol client the connect play runs is the one the tests use.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "roles" / "colab_tunnel" / "files"))
 
 from substrate import (  # noqa: E402
     MotoServer,
@@ -49,7 +51,7 @@ def bookworm_image() -> str:
 def _cleanup_leftover_hosts():
     remove_test_containers()
     yield
-    remove_test_containers()
+    remove_test_containers(include_own=True)
 
 
 @pytest.fixture

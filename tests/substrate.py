@@ -153,6 +153,7 @@ class RemoteHost:
             *PODMAN_RUN_FIXES,
             "--systemd=always",
             "--label", "colab-gpu-runtime.test=1",
+            "--label", f"colab-gpu-runtime.test.pid={os.getpid()}",
             "-p", f"127.0.0.1:{self.ssh_port}:22",
             *extra_args,
             self.image, "/sbin/init",
@@ -258,13 +259,31 @@ def make_ssh_key(directory: Path) -> Path:
     return key
 
 
-def remove_test_containers() -> None:
-    """Remove every container this project's tests created (by label), e.g. after a crash."""
+def remove_test_containers(include_own: bool = False) -> None:
+    """Remove containers left behind by test runs that no longer exist (e.g. after a crash), and
+    with include_own this run's own. Containers of another live test run are never touched.
+    """
     res = podman("ps", "-a", "--filter", "label=colab-gpu-runtime.test=1", "--format", "json", check=False)
     for c in json.loads(res.stdout or "[]"):
+        owner = (c.get("Labels") or {}).get("colab-gpu-runtime.test.pid", "")
+        if owner.isdigit() and int(owner) == os.getpid():
+            if not include_own:
+                continue
+        elif owner.isdigit() and _pid_alive(int(owner)):
+            continue
         for name in c.get("Names", []):
             if name.startswith(NAME_PREFIX):
                 podman("rm", "-f", "-t", "0", name, check=False)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -3,7 +3,7 @@
 One Debian 12 host per module (systemd + sshd in podman) gets the role through
 ansible-playbook over SSH; the tests then talk to Jupyter through an `ssh -L` forward that
 keeps the port number (Colab's classic flow fetches its auth URL from inside the server at
-the browser's port), with tests/colab_client.py speaking both of Colab's flows.
+the browser's port), with roles/colab_tunnel/files/colab_client.py speaking both of Colab's flows.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 SERVICE = "colab-runtime"
 TOKEN_FILE = "/etc/colab-runtime/token"
-CLIENT = Path(__file__).resolve().parent / "colab_client.py"
+CLIENT = Path(__file__).resolve().parents[1] / "roles" / "colab_tunnel" / "files" / "colab_client.py"
 
 
 def start_host(image: str, key: Path) -> RemoteHost:
