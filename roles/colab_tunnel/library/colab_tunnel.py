@@ -129,6 +129,8 @@ def http_answers(address, port, timeout=2.0):
 def port_holder(address, port):
     """Describe what listens on address:port, or None when the port is free."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As ssh does for its listener: connections of an earlier tunnel in TIME_WAIT do not hold the port.
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         probe.bind((address, port))
         return None
