@@ -13,6 +13,9 @@ description:
   - I(state=started) keeps a healthy tunnel started with the same SSH configuration, and
     replaces a dead, unhealthy or outdated one.
   - A local port held by another program is refused with the name and pid of that program.
+  - It also writes the tunnel's own files when asked (the SSH configuration, the supervisor
+    script, the URL file): one module run instead of one per file, which is most of what a
+    no-op run of the connect play costs.
 options:
   state:
     description: Desired state; C(status) only reports.
@@ -56,6 +59,20 @@ options:
     description: Seconds to wait for a new tunnel to carry HTTP.
     type: int
     default: 30
+  ssh_config_content:
+    description:
+      - Content of I(ssh_config), written (mode 0600, I(state_dir) created with mode 0700) when it
+        differs. A tunnel started with another configuration is replaced.
+    type: str
+  supervisor_source:
+    description: File copied to I(supervisor_script) (mode 0700) when their contents differ.
+    type: path
+  url:
+    description: URL to keep in I(url_file) (mode 0600) once the tunnel carries HTTP; never logged.
+    type: str
+  url_file:
+    description: Where I(url) is written.
+    type: path
 author: colab-gpu-runtime
 """
 
@@ -78,6 +95,11 @@ ssh_pid:
   returned: always
 log_tail:
   description: Last lines of the tunnel log.
+  type: list
+  elements: str
+  returned: always
+files_changed:
+  description: Which of the tunnel's files were (or in check mode would be) written.
   type: list
   elements: str
   returned: always
@@ -154,6 +176,66 @@ def port_holder(address, port):
     return "an unknown program"
 
 
+def read_bytes(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_file(path, data, mode):
+    """Atomic write with the final mode from the start (the URL file holds the token)."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def ensure_file(module, path, data, mode, changed, diff=None):
+    """Write path when its content or mode differs; record it in `changed` (and `diff`)."""
+    before = read_bytes(path)
+    same_mode = before is not None and (os.stat(path).st_mode & 0o7777) == mode
+    if before == data and same_mode:
+        return
+    changed.append(path)
+    if diff is not None:
+        diff.append({
+            "before_header": path, "after_header": path,
+            "before": (before or b"").decode("utf-8", "replace"), "after": data.decode("utf-8", "replace"),
+        })
+    if not module.check_mode:
+        write_file(path, data, mode)
+
+
+def ensure_files(module):
+    """The SSH configuration and supervisor script the tunnel runs with."""
+    p = module.params
+    changed, diff = [], []
+    if p["ssh_config_content"] is None and p["supervisor_source"] is None:
+        return changed, diff
+    if not os.path.isdir(p["state_dir"]):
+        changed.append(p["state_dir"])
+        if not module.check_mode:
+            os.makedirs(p["state_dir"], mode=0o700)
+    if p["ssh_config_content"] is not None:
+        ensure_file(module, p["ssh_config"], p["ssh_config_content"].encode(), 0o600, changed, diff)
+    if p["supervisor_source"] is not None:
+        source = read_bytes(p["supervisor_source"])
+        if source is None:
+            module.fail_json(msg="supervisor_source %s does not exist" % p["supervisor_source"])
+        ensure_file(module, p["supervisor_script"], source, 0o700, changed)
+    return changed, diff
+
+
 class Tunnel:
     def __init__(self, module):
         self.m = module
@@ -165,13 +247,11 @@ class Tunnel:
         self.pidfile = base + ".pid"
         self.logfile = base + ".log"
         self.stampfile = base + ".config-sha256"
-        try:
-            with open(p["ssh_config"], "rb") as fh:
-                self.config_hash = hashlib.sha256(fh.read() + p["remote_command"].encode()).hexdigest()
-        except FileNotFoundError:
-            if not module.check_mode:
-                raise
-            self.config_hash = None  # check mode before the first run: nothing written yet
+        config = p["ssh_config_content"].encode() if p["ssh_config_content"] is not None else read_bytes(p["ssh_config"])
+        if config is None and not module.check_mode and p["state"] == "started":
+            module.fail_json(msg="ssh_config %s does not exist" % p["ssh_config"])
+        # None: check mode before the first run, nothing written yet.
+        self.config_hash = None if config is None else hashlib.sha256(config + p["remote_command"].encode()).hexdigest()
 
     def pid(self):
         pid = read_int(self.pidfile)
@@ -254,11 +334,25 @@ def main():
             python=dict(type="path"),
             remote_command=dict(type="str", default="exec sleep infinity"),
             timeout=dict(type="int", default=30),
+            ssh_config_content=dict(type="str"),
+            supervisor_source=dict(type="path"),
+            url=dict(type="str", no_log=True),
+            url_file=dict(type="path"),
         ),
+        required_together=[("url", "url_file")],
         supports_check_mode=True,
     )
-    tunnel = Tunnel(module)
     state = module.params["state"]
+    files, diff = ensure_files(module) if state == "started" else ([], [])
+    tunnel = Tunnel(module)
+
+    def done(changed, **extra):
+        if state == "started" and module.params["url_file"] and (module.check_mode or tunnel.healthy()):
+            ensure_file(module, module.params["url_file"], (module.params["url"] + "\n").encode(), 0o600, files)
+        result = tunnel.result(changed or bool(files), files_changed=files, **extra)
+        if diff and module._diff:
+            result["diff"] = diff
+        module.exit_json(**result)
 
     if state == "status":
         module.exit_json(**tunnel.result(False))
@@ -271,9 +365,9 @@ def main():
 
     # started: keep a healthy tunnel that runs the same configuration.
     if tunnel.pid() and tunnel.current_config() and tunnel.healthy(wait=3):
-        module.exit_json(**tunnel.result(False))
+        done(False)
     if module.check_mode:
-        module.exit_json(**tunnel.result(True))
+        done(True)
     tunnel.stop()
     holder = port_holder(tunnel.address, tunnel.port)
     if holder:
@@ -296,7 +390,7 @@ def main():
             ),
             **tunnel.result(True, log_tail=tail),
         )
-    module.exit_json(**tunnel.result(True))
+    done(True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Digest of what a converge would apply: the roles' files and the settings given.
+
+Runs on the controller, in-process (milliseconds): every file of each named role (sorted by
+path; compiled Python caches left out) and the JSON of the settings, hashed together with the
+ansible-core version, since a module's behaviour is part of what gets applied.
+"""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: converge_state_digest
+short_description: SHA-256 over roles' files and a set of settings
+description:
+  - Returns one SHA-256 hex digest over every file of the named roles, the given settings
+    (as canonical JSON) and the ansible-core version.
+options:
+  _terms:
+    description: Role names, looked up in the directory holding this role and in the configured roles path.
+    required: true
+  settings:
+    description: Settings that shape the converge (any JSON-serialisable value).
+    type: raw
+    default: {}
+"""
+
+RETURN = r"""
+_raw:
+  description: One hex digest.
+  type: list
+  elements: str
+"""
+
+import hashlib
+import json
+import os
+
+from ansible import constants as C
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_bytes
+from ansible.release import __version__ as ansible_version
+from ansible.plugins.lookup import LookupBase
+
+SKIPPED_DIRS = {"__pycache__", ".pytest_cache"}
+
+
+def role_dir(name, search):
+    for base in search:
+        candidate = os.path.join(base, name)
+        if os.path.isdir(os.path.join(candidate, "tasks")):
+            return candidate
+    raise AnsibleError("converge_state_digest: role %r not found in %s" % (name, ", ".join(search)))
+
+
+def tree_digest(root):
+    digest = hashlib.sha256()
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+        for name in sorted(files):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = os.path.join(directory, name)
+            digest.update(to_bytes(os.path.relpath(path, root)) + b"\0")
+            with open(path, "rb") as handle:
+                digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()
+
+
+class LookupModule(LookupBase):
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        search = [os.path.dirname(here)] + [os.path.expanduser(p) for p in C.DEFAULT_ROLES_PATH]
+        roles = {name: tree_digest(role_dir(name, search)) for name in terms}
+        try:
+            settings = json.dumps(self.get_option("settings"), sort_keys=True, default=str)
+        except (TypeError, ValueError) as exc:
+            raise AnsibleError("converge_state_digest: settings are not serialisable: %s" % exc)
+        payload = json.dumps({"ansible": ansible_version, "roles": roles, "settings": settings}, sort_keys=True)
+        return [hashlib.sha256(to_bytes(payload)).hexdigest()]
