@@ -1,13 +1,16 @@
 """End to end: site.yml against the emulated EC2 API and a container playing the instance.
 
 clean start -> site.yml (provision, configure, connect) -> a cell executes through the tunnel in
-both Colab flows -> a second run changes nothing and keeps the same tunnel -> a killed tunnel
+both Colab flows -> a second run changes nothing, keeps the same tunnel and takes the short paths
+(no launch checks, no role tasks) -> drift on the host (an edited file, a stopped unit) and a
+changed setting each make the roles run again and are repaired -> a killed tunnel
 comes back by itself -> a restarted host brings service and tunnel back -> the example on-prem
 inventory configures and connects the same way -> teardown leaves nothing running.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -129,7 +132,60 @@ def test_second_run_changes_nothing_and_keeps_the_tunnel(site):
     assert recap[HOST]["changed"] == 0, res.stdout[-6000:]
     assert recap["localhost"]["changed"] == 0, res.stdout[-6000:]
     assert site.pid() == pid
+    # The short paths: the running instance is taken from the inventory, the host's record of its
+    # last converge matches, so neither launch checks nor role tasks run; the cells were proved.
+    assert "TASK [ec2_gpu_host : Use the inventory's description of the running instance]" in res.stdout
+    assert "Describe the requested instance types" not in res.stdout
+    assert "Converging:" not in res.stdout
+    assert "TASK [colab_runtime :" not in res.stdout and "TASK [idle_stop : Install" not in res.stdout
+    assert "http_over_ws: OK" in res.stdout and "direct: OK" in res.stdout
+    assert "Idle auto-stop after 60 min" in res.stdout and "GPU: no GPU" in res.stdout
     print(f"no-op re-run of site.yml: {elapsed:.1f}s")
+
+
+def sha256(site, path: str) -> str:
+    return site.host.exec("sha256sum", path).stdout.split()[0]
+
+
+def test_drift_on_the_host_makes_the_roles_run_and_is_repaired(site):
+    config = "/etc/colab-runtime/jupyter_server_config.py"
+    original = sha256(site, config)
+    site.host.exec("sh", "-c", f"echo 'c.ServerApp.ip = \"0.0.0.0\"' >> {config}")
+    site.host.exec("systemctl", "stop", "idle-stop.timer")
+    res = site.run()
+    assert res.returncode == 0, res.stdout[-8000:]
+    assert f"{config} changed" in res.stdout
+    assert "idle-stop.timer is inactive/enabled (was active/enabled)" in res.stdout
+    assert play_recap(res.stdout)[HOST]["changed"] >= 2
+    assert sha256(site, config) == original
+    assert site.host.exec("systemctl", "is-active", "idle-stop.timer").stdout.strip() == "active"
+    # The runtime was restarted with the repaired configuration: loopback only again.
+    listening = site.host.exec("ss", "-Hltn", f"sport = :{PORT}").stdout
+    assert "127.0.0.1:" in listening and "0.0.0.0:" not in listening, listening
+    again = site.run()
+    assert play_recap(again.stdout)[HOST]["changed"] == 0, again.stdout[-6000:]
+    assert "Converging:" not in again.stdout
+
+
+def test_changed_setting_makes_the_roles_run(site):
+    def limit() -> int:
+        return json.loads(site.host.exec("cat", "/etc/idle-stop.json").stdout)["limit_seconds"]
+
+    res = site.run("-e", "idle_stop_limit_minutes=30")
+    assert res.returncode == 0, res.stdout[-8000:]
+    assert "Converging: roles or settings changed since the last converge" in res.stdout
+    assert limit() == 1800 and "Idle auto-stop after 30 min" in res.stdout
+    back = site.run()
+    assert back.returncode == 0, back.stdout[-8000:]
+    assert limit() == 3600 and play_recap(back.stdout)[HOST]["changed"] >= 1
+
+
+def test_full_converge_on_request_changes_nothing(site):
+    res = site.run("-e", "converge_state_enabled=false")
+    assert res.returncode == 0, res.stdout[-8000:]
+    assert "TASK [colab_runtime : Install the systemd unit]" in res.stdout
+    recap = play_recap(res.stdout)
+    assert recap[HOST]["changed"] == 0 and recap["localhost"]["changed"] == 0, res.stdout[-6000:]
 
 
 def test_killed_tunnel_comes_back_by_itself(site):

@@ -342,6 +342,31 @@ class TestLifecycle:
         ok(proc)
         assert play_recap(proc.stdout)["localhost"]["changed"] == 0, proc.stdout[-6000:]
 
+    def test_running_instance_short_path_follows_a_new_caller_address(self, world):
+        """The inventory lists the instance as running: no launch checks, only its SSH rule again."""
+        client = world["client"]
+
+        def rules():
+            group = client.describe_security_groups(Filters=[{"Name": "group-name", "Values": [NAME]}])["SecurityGroups"][0]
+            return [(r["FromPort"], [c["CidrIp"] for c in r["IpRanges"]]) for r in group["IpPermissions"]]
+
+        moved = "198.51.100.7/32"
+        proc, facts = provision(world["server"], world["tmp"], env=world["env"], ec2_gpu_host_ssh_cidr=moved, **SPOT)
+        ok(proc)
+        out = output(proc)
+        assert "TASK [ec2_gpu_host : Use the inventory's description of the running instance]" in out
+        for launch_only in ("Describe the requested instance types", "Look for a key pair with our name", "Find the subnets"):
+            assert launch_only not in out
+        assert rules() == [(22, [moved])], "the old address is gone, the new one is the only one"
+        assert play_recap(proc.stdout)["localhost"]["changed"] == 1, out[-6000:]
+        assert facts["facts"]["instance_id"] == self.state["instance_id"]
+        assert facts["facts"]["market"] == "spot" and "the running instance" in facts["facts"]["summary"]
+        assert len(read_calls(world["call_log"])) == 1, "no launch"
+        # Back to the first address for the next tests.
+        proc, _ = provision(world["server"], world["tmp"], env=world["env"], **SPOT)
+        ok(proc)
+        assert rules() == [(22, [SSH_CIDR])]
+
     def test_stopped_instance_is_started_not_replaced(self, world):
         client = world["client"]
         client.stop_instances(InstanceIds=[self.state["instance_id"]])
