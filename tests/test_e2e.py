@@ -138,6 +138,8 @@ def test_second_run_changes_nothing_and_keeps_the_tunnel(site):
     assert "Describe the requested instance types" not in res.stdout
     assert "Converging:" not in res.stdout
     assert "TASK [colab_runtime :" not in res.stdout and "TASK [idle_stop : Install" not in res.stdout
+    # The URL written last time carries the token the host's record vouches for: not read again.
+    assert "Read the runtime's token from the host" not in res.stdout
     assert "http_over_ws: OK" in res.stdout and "direct: OK" in res.stdout
     assert "Idle auto-stop after 60 min" in res.stdout and "GPU: no GPU" in res.stdout
     print(f"no-op re-run of site.yml: {elapsed:.1f}s")
