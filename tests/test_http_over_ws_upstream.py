@@ -1,24 +1,33 @@
 """jupyter_http_over_ws's own test suite against the extension as the colab_runtime role ships it.
 
 The suite (handlers_test.py, 35 tests run over HTTP and HTTPS = 70) comes inside the installed
-0.0.8 wheel. It runs in a venv built here from the role's own requirements and lock file
-(same versions as on a host: Python 3.11 is what Debian 12 hosts have), with the role's
-colab_runtime_compat module installed into it the way the role installs it.
+0.0.8 wheel. It runs in a venv built here the way the role builds a host's venv: the role's
+pinned uv wheel (checked against the role's SHA-256), its requirements template, lock file and
+excludes, same uv flags (same versions as on a host: Python 3.11 is what Debian 12 hosts have),
+with the role's colab_runtime_compat module installed into it the way the role installs it.
+Both variants run: the default stack (no Notebook package at all: the compat module provides the
+two Notebook 6 modules the extension imports) and the web UI stack (Notebook 7 installed).
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
+import urllib.request
+import zipfile
 from pathlib import Path
 
+import jinja2
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -52,10 +61,46 @@ COOKIE_FORWARDING = {
 }
 
 
-def role_requirements() -> list[str]:
-    """Top-level packages from the role's requirements template (no extra packages)."""
-    lines = REQUIREMENTS_TEMPLATE.read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith(("#", "{"))]
+def role_vars() -> dict:
+    return {
+        **yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()),
+        **yaml.safe_load((ROLE / "vars" / "main.yml").read_text()),
+    }
+
+
+def role_requirements(web_ui: bool) -> str:
+    """The role's requirements file as a host gets it (no extra packages)."""
+    env = jinja2.Environment(trim_blocks=True)
+    env.filters["bool"] = bool
+    return env.from_string(REQUIREMENTS_TEMPLATE.read_text()).render(
+        ansible_managed="Ansible managed", colab_runtime_web_ui=web_ui, colab_runtime_extra_packages=[]
+    )
+
+
+def role_excludes(web_ui: bool) -> list[str]:
+    """What the role's uv install leaves out (vars/main.yml: __colab_runtime_excluded)."""
+    variables = role_vars()
+    web_ui_only = [] if web_ui else variables["__colab_runtime_web_ui_only_packages"]
+    return web_ui_only + variables["__colab_runtime_start_time_packages"]
+
+
+def role_uv() -> Path:
+    """The uv binary the role installs: its pinned wheel for this CPU, checked by SHA-256."""
+    variables = role_vars()
+    version = variables["colab_runtime_uv_version"]
+    wheel = variables["__colab_runtime_uv_wheels"][version][platform.machine()]
+    uv = CACHE / f"uv-{version}" / "uv"
+    if not uv.exists():
+        with urllib.request.urlopen(wheel["url"], timeout=120) as resp:
+            data = resp.read()
+        assert hashlib.sha256(data).hexdigest() == wheel["sha256"], wheel["url"]
+        uv.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            member = next(n for n in archive.namelist() if n.endswith(".data/scripts/uv"))
+            (uv.parent / "uv.tmp").write_bytes(archive.read(member))
+        (uv.parent / "uv.tmp").chmod(0o755)
+        (uv.parent / "uv.tmp").replace(uv)
+    return uv
 
 
 def locked_versions() -> dict[str, str]:
@@ -67,23 +112,37 @@ def locked_versions() -> dict[str, str]:
     return pins
 
 
+@pytest.fixture(scope="module", params=["default", "web_ui"])
+def stack(request) -> str:
+    """The role's default stack (colab_runtime_web_ui false) or the one with the web UI."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def upstream_venv() -> Path:
-    """A venv with the role's locked stack (cached by the lock's content) and the compat module."""
+def upstream_venv(stack) -> Path:
+    """A venv with the role's locked stack (cached by its inputs) and the compat module."""
     if sys.version_info[:2] != (3, 11):
         pytest.skip("the lock is checked here against Python 3.11, as on Debian 12 hosts")
+    web_ui = stack == "web_ui"
+    uv = role_uv()
+    requirements, excludes = role_requirements(web_ui), "\n".join(role_excludes(web_ui)) + "\n"
     key = hashlib.sha256(
-        REQUIREMENTS_TEMPLATE.read_bytes() + CONSTRAINTS.read_bytes() + sys.version.encode()
+        (requirements + excludes + str(uv) + sys.version).encode() + CONSTRAINTS.read_bytes()
     ).hexdigest()[:16]
     venv = CACHE / key
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
         shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        venv.mkdir(parents=True)
+        (venv.parent / f"{key}.requirements.txt").write_text(requirements)
+        (venv.parent / f"{key}.excludes.txt").write_text(excludes)
+        subprocess.run([str(uv), "venv", "-q", "--clear", "--python", sys.executable, str(venv)], check=True)
+        # The role's flags (tasks/install-uv.yml), minus --compile-bytecode: nothing here is read-only.
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-             "--requirement", "/dev/stdin", "--constraint", str(CONSTRAINTS)],
-            input="\n".join(role_requirements()), text=True, check=True, timeout=900,
+            [str(uv), "pip", "install", "-q", "--python", str(python), "--exact",
+             "--requirements", str(venv.parent / f"{key}.requirements.txt"), "--constraints", str(CONSTRAINTS),
+             "--excludes", str(venv.parent / f"{key}.excludes.txt")],
+            check=True, timeout=900,
         )  # fmt: skip
         (venv / ".complete").touch()
     purelib = subprocess.run(
@@ -141,14 +200,18 @@ def run_suite(venv: Path, directory: Path, *args: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_upstream_suite_passes_on_shipped_stack(upstream_venv, suite_dir):
+def test_upstream_suite_passes_on_shipped_stack(stack, upstream_venv, suite_dir):
     result = run_suite(upstream_venv, suite_dir)
     print(
-        f"\njupyter_http_over_ws upstream suite: {len(result['passed'])}/{result['total']} passed "
+        f"\njupyter_http_over_ws upstream suite, {stack} stack: {len(result['passed'])}/{result['total']} passed "
         f"(Python {result['python']}, {result['versions']})"
     )
     pins = locked_versions()
-    for name, version in result["versions"].items():
+    versions = dict(result["versions"])
+    if stack == "default":
+        # Left out although the extension declares it: the compat module alone makes it import.
+        assert versions.pop("notebook") is None
+    for name, version in versions.items():
         assert pins[name.lower().replace("_", "-")] == version, name
     assert tuple(int(p) for p in result["versions"]["tornado"].split(".")[:2]) >= (6, 5)
 

@@ -6,16 +6,28 @@ connection costs seconds), then asserted per concern.
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
+ROLE = Path(__file__).resolve().parents[3] / "roles" / "colab_runtime"
+ROLE_VARS = {
+    **yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()),
+    **yaml.safe_load((ROLE / "vars" / "main.yml").read_text()),
+}
+UV_VERSION = ROLE_VARS["colab_runtime_uv_version"]
+PREFIX = "/opt/colab-runtime"
+# What only the browser UI needs (Notebook 7 and what it brings): absent without colab_runtime_web_ui.
+WEB_UI_STACK = ["notebook", "jupyterlab", "jupyterlab-server", "jupyter-lsp", "notebook-shim", "babel", "json5",
+                "async-lru", "jupyter-builder", "httpx"]  # fmt: skip
 PORT = 8888
 SERVICE = "colab-runtime"
 TOKEN_FILE = "/etc/colab-runtime/token"
 CONFIG_FILE = "/etc/colab-runtime/jupyter_server_config.py"
 
 PROBE = r"""
-import json, os, pwd, stat, subprocess, urllib.error, urllib.request
+import hashlib, json, os, pwd, stat, subprocess, urllib.error, urllib.request, zipfile
 
 def run(*cmd):
     return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
@@ -39,6 +51,22 @@ uids = []
 if pid != "0":
     with open("/proc/%%s/status" %% pid) as fh:
         uids = next(l.split()[1:] for l in fh if l.startswith("Uid:"))
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+def uv():
+    binary = "%(prefix)s/uv-%(uv_version)s/uv"
+    wheels = [f for f in os.listdir("%(prefix)s") if f.startswith("uv-%(uv_version)s-") and f.endswith(".whl")]
+    out = {"version": run(binary, "--version"), "wheels": wheels,
+           "binary_sha256": sha256(open(binary, "rb").read()), "mode": stat.S_IMODE(os.stat(binary).st_mode)}
+    if len(wheels) == 1:
+        wheel = "%(prefix)s/" + wheels[0]
+        out["wheel_sha256"] = sha256(open(wheel, "rb").read())
+        with zipfile.ZipFile(wheel) as archive:
+            out["wheel_uv_sha256"] = sha256(archive.read("uv-%(uv_version)s.data/scripts/uv"))
+    out["arch"] = os.uname().machine
+    return out
+
 tok = os.stat("%(token)s")
 token = open("%(token)s").read().strip()
 cfg = os.stat("%(config)s")
@@ -58,8 +86,14 @@ print(json.dumps({
                   "import importlib.metadata as m, json; "
                   "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")),
     "lock": open("/opt/colab-runtime/constraints.txt").read(),
+    "prefix": sorted(os.listdir("%(prefix)s")),
+    "uv": uv(),
+    # The image has python3 and ca-certificates: apt must not have run (no package lists fetched).
+    "apt_lists": sorted(f for f in os.listdir("/var/lib/apt/lists") if f not in ("lock", "partial")),
+    "dpkg_python3_venv": run("dpkg-query", "--show", "--showformat=${db:Status-Status}", "python3-venv"),
 }))
-""" % {"port": PORT, "service": SERVICE, "token": TOKEN_FILE, "config": CONFIG_FILE}
+""" % {"port": PORT, "service": SERVICE, "token": TOKEN_FILE, "config": CONFIG_FILE, "prefix": PREFIX,
+       "uv_version": UV_VERSION}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -151,5 +185,33 @@ def test_stack_matches_lock(facts):
         if name in locked:
             assert version in locked[name], (name, version)
     assert installed["jupyter-http-over-ws"] == "0.0.8"
-    assert installed["notebook"].startswith("7.")
+    assert installed["jupyter-server"].startswith("2.")
     assert tuple(int(p) for p in installed["tornado"].split(".")[:2]) >= (6, 5)
+
+
+def test_uv_is_the_pinned_binary(facts):
+    uv = facts["uv"]
+    pinned = ROLE_VARS["__colab_runtime_uv_wheels"][UV_VERSION][uv["arch"]]
+    assert uv["version"].startswith(f"uv {UV_VERSION} "), uv["version"]
+    # The wheel kept next to it is the pinned one, and the binary is exactly the one inside it.
+    assert uv["wheels"] == [pinned["url"].rsplit("/", 1)[1]]
+    assert uv["wheel_sha256"] == pinned["sha256"]
+    assert uv["binary_sha256"] == uv["wheel_uv_sha256"]
+    assert uv["mode"] == 0o755
+
+
+def test_no_installer_venv_and_no_apt_run(facts):
+    # uv comes as a bare binary: no bootstrap venv with pip, no python3-venv, no apt update.
+    assert "installer" not in facts["prefix"]
+    assert facts["dpkg_python3_venv"] != "installed"
+    assert facts["apt_lists"] == []
+
+
+def test_web_ui_stack_not_installed(facts):
+    installed = {name.lower().replace("_", "-") for name in facts["installed"]}
+    assert [p for p in WEB_UI_STACK if p in installed] == []
+    # jsonschema's optional IRI check (~1 s of every server start) is left out as well.
+    assert "rfc3987-syntax" not in installed
+    assert "lark" not in installed
+    # What Colab needs is there.
+    assert {"jupyter-server", "ipykernel", "jupyter-http-over-ws", "tornado", "setuptools"} <= installed

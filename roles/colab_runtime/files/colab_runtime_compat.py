@@ -4,9 +4,10 @@ Installed next to the Jupyter stack by the colab_runtime role and used in two wa
 
 * ``patch_http_over_ws()`` is called from jupyter_server_config.py, before jupyter_server
   imports its extensions. jupyter_http_over_ws 0.0.8 (Colab's classic transport, last released
-  in 2020) imports Notebook 6 modules that Notebook 7 / jupyter_server 2 no longer have, and
-  forwards cookies in a header that tornado >= 6.5 rejects. Both are fixed here instead of
-  pinning old, vulnerable releases.
+  in 2020) imports two Notebook 6 modules that Notebook 7 / jupyter_server 2 no longer have
+  (the role installs it without the Notebook package unless the web UI is wanted: those two
+  modules are all it uses), and forwards cookies in a header that tornado >= 6.5 rejects. Both
+  are fixed here instead of pinning old, vulnerable releases.
 * As a jupyter_server extension (``ServerApp.jpserver_extensions``) it applies the runtime
   tweaks configured under ``c.ColabRuntime``: TCP_NODELAY on websocket streams and the
   Private Network Access answer on CORS preflights.
@@ -23,7 +24,7 @@ import types
 from traitlets import Bool
 from traitlets.config import Configurable
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 # Paths of the Notebook 6 modules jupyter_http_over_ws imports -> jupyter_server replacements.
 _NOTEBOOK_ALIASES = {
@@ -44,8 +45,29 @@ def _alias_module(name: str, target_name: str) -> types.ModuleType:
     return alias
 
 
+def _package(name: str) -> types.ModuleType:
+    """The package ``name``: imported when it exists, else an empty stand-in (parents included).
+
+    The role leaves the Notebook distribution out unless the web UI is wanted, so even the
+    top-level ``notebook`` package may be missing; with Notebook 7, only ``notebook.base`` is.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        return __import__(name, fromlist=["_"])
+    except ImportError:
+        pass
+    parent_name, _, leaf = name.rpartition(".")
+    package = types.ModuleType(name, "Stand-in package for pre-Notebook-7 extensions.")
+    package.__path__ = []  # a package, so that submodule imports resolve
+    sys.modules[name] = package
+    if parent_name:
+        setattr(_package(parent_name), leaf, package)
+    return package
+
+
 def install_notebook_aliases() -> None:
-    """Let ``notebook.base.handlers`` and ``notebook.utils`` import on Notebook 7.
+    """Let ``notebook.base.handlers`` and ``notebook.utils`` import on Notebook 7 or without Notebook.
 
     Only modules that do not exist are provided, so a real Notebook 6 keeps its own.
     """
@@ -62,19 +84,8 @@ def install_notebook_aliases() -> None:
             # The extension subclasses IPythonHandler, Notebook 6's name for JupyterHandler.
             module.IPythonHandler = module.JupyterHandler
         parent_name, _, child = name.rpartition(".")
-        parent = sys.modules.get(parent_name)
-        if parent is None:
-            try:
-                parent = __import__(parent_name, fromlist=["_"])
-            except ImportError:
-                parent = types.ModuleType(parent_name)
-                parent.__path__ = []  # a package, so that submodule imports resolve
-                sys.modules[parent_name] = parent
-                grand, _, leaf = parent_name.rpartition(".")
-                if grand in sys.modules:
-                    setattr(sys.modules[grand], leaf, parent)
         sys.modules[name] = module
-        setattr(parent, child, module)
+        setattr(_package(parent_name), child, module)
 
 
 def _strip_cookie_header(coroutine):
