@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+# The project's Colab client, and the Chromium driver shared with tests/test_browser.py.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "roles" / "colab_tunnel" / "files"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from colab_client import FLOWS, ColabClient  # noqa: E402
 

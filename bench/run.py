@@ -349,7 +349,8 @@ colab_tunnel_state_dir: {self.state_dir}
 
     @property
     def alias(self) -> str:
-        return f"colab-{SITE_HOST}"
+        # colab_tunnel_host_alias: the inventory name, prefixed with colab- unless it starts with it.
+        return SITE_HOST if SITE_HOST.startswith("colab-") else f"colab-{SITE_HOST}"
 
     @property
     def ssh_config(self) -> Path:
