@@ -19,7 +19,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from colab_client import COLAB_ORIGIN, ColabClient, ColabProtocolError
+import colab_client
+from colab_client import COLAB_ORIGIN, FLOWS, ColabClient, ColabProtocolError, check_flows
 from substrate import (
     ROOT,
     RemoteHost,
@@ -183,6 +184,39 @@ def test_token_fact_published_and_never_logged(runtime):
 def test_colab_executes_code(runtime, flow):
     with ColabClient(runtime.url, None, flow=flow) as client:
         assert client.execute("print(6*7)") == "42\n"
+
+
+def kernel_ids(runtime) -> list[str]:
+    return [k["id"] for k in ColabClient(runtime.url, None, flow="direct").request("GET", "/api/kernels").json()]
+
+
+def test_one_kernel_proves_every_flow(runtime):
+    before = kernel_ids(runtime)
+    started = []
+    real_start = ColabClient.start_kernel
+
+    def counting_start(self):
+        started.append(self.flow)
+        return real_start(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ColabClient, "start_kernel", counting_start)
+        results = check_flows(runtime.url, FLOWS, "print(6*7)", "42")
+    assert results == [(True, "http_over_ws: OK: printed '42'"), (True, "direct: OK: printed '42'")]
+    assert started == ["http_over_ws"]
+    assert kernel_ids(runtime) == before
+
+
+def test_failing_first_flow_still_checks_the_others(runtime, monkeypatch):
+    def refuse(self, *args):
+        raise ColabProtocolError("refused for the test", 403)
+
+    before = kernel_ids(runtime)
+    monkeypatch.setattr(colab_client.ColabClient, "_request_http_over_ws", refuse)
+    results = check_flows(runtime.url, FLOWS, "print(6*7)", "42")
+    assert results == [(False, "http_over_ws: FAILED: refused for the test"), (True, "direct: OK: printed '42'")]
+    # The direct flow got a kernel of its own, and deleted it.
+    assert kernel_ids(runtime) == before
 
 
 def test_wrong_origin_refused_at_extension_handshake(runtime):

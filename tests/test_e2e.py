@@ -145,6 +145,21 @@ def test_second_run_changes_nothing_and_keeps_the_tunnel(site):
     print(f"no-op re-run of site.yml: {elapsed:.1f}s")
 
 
+def test_verbose_connect_logs_no_token_and_leaves_no_kernel(site):
+    url = site.url()
+    token = url.split("token=", 1)[1]
+    res = site.run("playbooks/connect.yml", "-vvv")
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert "http_over_ws: OK" in res.stdout and "direct: OK" in res.stdout
+    # The token appears only inside the URL printed for the user, even at -vvv (no command line,
+    # environment or module argument shows it).
+    output = (res.stdout + (res.stderr or "")).replace(f"localhost:{PORT}/?token={token}", "")
+    assert token not in output
+    # One kernel served both flows, and it was deleted afterwards.
+    status, body = http_get(f"http://127.0.0.1:{PORT}/api/kernels?token={token}")
+    assert status == 200 and json.loads(body) == [], body
+
+
 def sha256(site, path: str) -> str:
     return site.host.exec("sha256sum", path).stdout.split()[0]
 

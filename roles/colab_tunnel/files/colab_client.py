@@ -22,7 +22,6 @@ It exits non-zero when a flow fails or prints something else than expected.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import base64
 import json
 import os
@@ -75,7 +74,9 @@ def parse_runtime_url(url: str) -> tuple[str, str]:
 class ColabClient:
     """One kernel on a Jupyter server, reached through one of Colab's two flows.
 
-    Use as a context manager: the kernel is started on entry and deleted on exit.
+    Use as a context manager: the kernel is started on entry and deleted on exit. Given the id
+    of a kernel another client started (``kernel_id``), it looks that kernel up through its own
+    flow instead, and leaves it running.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class ColabClient:
         flow: str = "http_over_ws",
         origin: str | None = COLAB_ORIGIN,
         timeout: float = 30.0,
+        kernel_id: str | None = None,
     ) -> None:
         if flow not in FLOWS:
             raise ValueError(f"unknown flow {flow!r}; use one of {', '.join(FLOWS)}")
@@ -96,7 +98,8 @@ class ColabClient:
         self.flow = flow
         self.origin = origin
         self.timeout = timeout
-        self.kernel_id: str | None = None
+        self.kernel_id: str | None = kernel_id
+        self._owns_kernel = False
         self.session_id = uuid.uuid4().hex
         self._http_ws: websocket.WebSocket | None = None
         self._channel: websocket.WebSocket | None = None
@@ -108,7 +111,10 @@ class ColabClient:
     # ------------------------------------------------------------------ context management
     def __enter__(self) -> ColabClient:
         try:
-            self.start_kernel()
+            if self.kernel_id is None:
+                self.start_kernel()
+            else:
+                self.get_kernel()
             self.open_channel()
         except BaseException:
             self.close()
@@ -123,7 +129,7 @@ class ColabClient:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self.kernel_id is not None:
+        if self.kernel_id is not None and self._owns_kernel:
             try:
                 self.request("DELETE", f"/api/kernels/{self.kernel_id}")
             except (OSError, ColabProtocolError, websocket.WebSocketException):
@@ -239,7 +245,17 @@ class ColabClient:
                 f"starting a kernel failed: HTTP {resp.status} {resp.body[:200]!r}", resp.status
             )
         self.kernel_id = resp.json()["id"]
+        self._owns_kernel = True
         return self.kernel_id
+
+    def get_kernel(self) -> dict:
+        """The kernel's model, through this client's flow (its REST auth and origin check)."""
+        resp = self.request("GET", f"/api/kernels/{self.kernel_id}")
+        if resp.status != 200:
+            raise ColabProtocolError(
+                f"looking up kernel {self.kernel_id} failed: HTTP {resp.status} {resp.body[:200]!r}", resp.status
+            )
+        return resp.json()
 
     def channel_url(self) -> str:
         path = f"/api/kernels/{self.kernel_id}/channels"
@@ -330,21 +346,48 @@ class ColabClient:
         return times
 
 
-def check_flow(url: str, flow: str, code: str, expect: str | None, origin: str, roundtrips: int) -> tuple[bool, str]:
-    """(ok, report line) for one flow: start a kernel, run code, compare its stdout."""
+ERRORS = (OSError, ColabProtocolError, websocket.WebSocketException)
+
+
+def _run_cell(client: ColabClient, code: str, expect: str | None, roundtrips: int = 0) -> tuple[bool, str]:
+    out = client.execute(code).strip()
+    ok = expect is None or out == expect
+    line = f"{client.flow}: {'OK' if ok else 'FAILED'}: printed {out!r}"
+    if expect is not None and not ok:
+        line += f", expected {expect!r}"
+    if roundtrips:
+        median = statistics.median(client.roundtrip_times(roundtrips)) * 1000
+        line += f"; median round trip {median:.1f} ms over {roundtrips} executes"
+    return ok, line
+
+
+def check_flow(
+    url: str, flow: str, code: str, expect: str | None, origin: str = COLAB_ORIGIN, roundtrips: int = 0, kernel_id: str | None = None
+) -> tuple[bool, str]:
+    """(ok, report line) for one flow: start a kernel (or reach kernel_id), run code, compare its stdout."""
     try:
-        with ColabClient(url, None, flow=flow, origin=origin) as client:
-            out = client.execute(code).strip()
-            ok = expect is None or out == expect
-            line = f"{flow}: {'OK' if ok else 'FAILED'}: printed {out!r}"
-            if expect is not None and not ok:
-                line += f", expected {expect!r}"
-            if roundtrips:
-                median = statistics.median(client.roundtrip_times(roundtrips)) * 1000
-                line += f"; median round trip {median:.1f} ms over {roundtrips} executes"
-            return ok, line
-    except (OSError, ColabProtocolError, websocket.WebSocketException) as err:
+        with ColabClient(url, None, flow=flow, origin=origin, kernel_id=kernel_id) as client:
+            return _run_cell(client, code, expect, roundtrips)
+    except ERRORS as err:
         return False, f"{flow}: FAILED: {err}"
+
+
+def check_flows(url: str, flows: tuple[str, ...], code: str, expect: str | None, origin: str = COLAB_ORIGIN) -> list[tuple[bool, str]]:
+    """(ok, report line) per flow, with one kernel for all of them.
+
+    Starting a kernel is most of what a check costs, so the first flow starts one and every other
+    flow reaches that same kernel through its own REST call and channel, and runs the cell there.
+    When the first flow fails, each other flow is checked on its own kernel, so that every flow
+    still gets its own verdict.
+    """
+    try:
+        with ColabClient(url, None, flow=flows[0], origin=origin) as first:
+            results = [_run_cell(first, code, expect)]
+            results += [check_flow(url, flow, code, expect, origin, kernel_id=first.kernel_id) for flow in flows[1:]]
+            return results
+    except ERRORS as err:
+        failed = (False, f"{flows[0]}: FAILED: {err}")
+    return [failed] + [check_flow(url, flow, code, expect, origin) for flow in flows[1:]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,11 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     if token and "token=" not in url:
         # Keeps the token off command lines (visible to every user in ps) and out of Ansible's output.
         url = f"{url}{'&' if '?' in url else '?'}token={urllib.parse.quote(token)}"
-    # The flows are independent (each starts its own kernel): checked side by side, they cost the
-    # time of one. Timed round trips run one flow at a time so they do not disturb each other.
-    workers = 1 if args.roundtrips else len(flows)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda f: check_flow(url, f, args.code, args.expect, args.origin, args.roundtrips), flows))
+    if args.roundtrips:
+        # Timed round trips: one flow and one kernel at a time, so that they do not disturb each other.
+        results = [check_flow(url, f, args.code, args.expect, args.origin, args.roundtrips) for f in flows]
+    else:
+        results = check_flows(url, flows, args.code, args.expect, args.origin)
     for _, line in results:
         print(line)
     return 0 if all(ok for ok, _ in results) else 1

@@ -1,0 +1,311 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action colab_tunnel: start, check or stop the supervised SSH port forward to a Colab runtime.
+
+The tunnel, its files and its supervisor all live on the controller, so this runs in-process in
+Ansible's worker instead of as a module: no module payload is built and no interpreter started,
+which was most of the time a no-op run of the connect play took. Options and return values are
+documented in library/colab_tunnel.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from ansible.plugins.action import ActionBase
+
+ARGUMENT_SPEC = dict(
+    state=dict(type="str", default="started", choices=["started", "stopped", "status"]),
+    host_alias=dict(type="str", required=True),
+    ssh_config=dict(type="path", required=True),
+    local_port=dict(type="int", required=True),
+    bind_address=dict(type="str", default="127.0.0.1"),
+    state_dir=dict(type="path", required=True),
+    supervisor_script=dict(type="path", required=True),
+    python=dict(type="path"),
+    remote_command=dict(type="str", default="exec sleep infinity"),
+    timeout=dict(type="int", default=30),
+    ssh_config_content=dict(type="str"),
+    supervisor_source=dict(type="path"),
+    url=dict(type="str", no_log=True),
+    url_file=dict(type="path"),
+)
+
+
+class TunnelError(Exception):
+    """A failure to report; ``result`` carries the tunnel's state at that moment."""
+
+    def __init__(self, msg, **result):
+        super().__init__(msg)
+        self.result = result
+
+
+def read_int(path):
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def http_answers(address, port, timeout=2.0):
+    """True when an HTTP request through the forward gets an HTTP status line back."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            return sock.recv(12).startswith(b"HTTP/1.")
+    except OSError:
+        return False
+
+
+def port_holder(address, port):
+    """Describe what listens on address:port, or None when the port is free."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As ssh does for its listener: connections of an earlier tunnel in TIME_WAIT do not hold the port.
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind((address, port))
+        return None
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    if shutil.which("ss"):
+        out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        found = re.findall(r'\("([^"]+)",pid=(\d+)', out)
+        if found:
+            return ", ".join(f"{name} (pid {pid})" for name, pid in dict.fromkeys(found))
+    if shutil.which("lsof"):
+        out = subprocess.run(
+            ["lsof", "-nP", f"-iTCP:{port}", "-sTCP:LISTEN", "-Fpc"], capture_output=True, text=True
+        ).stdout
+        pids = re.findall(r"^p(\d+)$", out, re.M)
+        names = re.findall(r"^c(.+)$", out, re.M)
+        if pids:
+            return ", ".join(f"{n} (pid {p})" for n, p in zip(names, pids))
+    return "an unknown program"
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_file(path, data, mode):
+    """Atomic write with the final mode from the start (the URL file holds the token)."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def ensure_file(check_mode, path, data, mode, changed, diff=None):
+    """Write path when its content or mode differs; record it in `changed` (and `diff`)."""
+    before = read_bytes(path)
+    same_mode = before is not None and (os.stat(path).st_mode & 0o7777) == mode
+    if before == data and same_mode:
+        return
+    changed.append(path)
+    if diff is not None:
+        diff.append({
+            "before_header": path, "after_header": path,
+            "before": (before or b"").decode("utf-8", "replace"), "after": data.decode("utf-8", "replace"),
+        })
+    if not check_mode:
+        write_file(path, data, mode)
+
+
+def ensure_files(p, check_mode):
+    """The SSH configuration and supervisor script the tunnel runs with."""
+    changed, diff = [], []
+    if p["ssh_config_content"] is None and p["supervisor_source"] is None:
+        return changed, diff
+    if not os.path.isdir(p["state_dir"]):
+        changed.append(p["state_dir"])
+        if not check_mode:
+            os.makedirs(p["state_dir"], mode=0o700)
+    if p["ssh_config_content"] is not None:
+        ensure_file(check_mode, p["ssh_config"], p["ssh_config_content"].encode(), 0o600, changed, diff)
+    if p["supervisor_source"] is not None:
+        source = read_bytes(p["supervisor_source"])
+        if source is None:
+            raise TunnelError("supervisor_source %s does not exist" % p["supervisor_source"])
+        ensure_file(check_mode, p["supervisor_script"], source, 0o700, changed)
+    return changed, diff
+
+
+class Tunnel:
+    def __init__(self, params, check_mode):
+        p = self.params = params
+        self.check_mode = check_mode
+        self.alias = p["host_alias"]
+        self.port = p["local_port"]
+        self.address = p["bind_address"]
+        base = os.path.join(p["state_dir"], self.alias)
+        self.pidfile = base + ".pid"
+        self.logfile = base + ".log"
+        self.stampfile = base + ".config-sha256"
+        config = p["ssh_config_content"].encode() if p["ssh_config_content"] is not None else read_bytes(p["ssh_config"])
+        if config is None and not check_mode and p["state"] == "started":
+            raise TunnelError("ssh_config %s does not exist" % p["ssh_config"])
+        self.config_hash = None if config is None else hashlib.sha256(config + p["remote_command"].encode()).hexdigest()
+    def pid(self):
+        pid = read_int(self.pidfile)
+        return pid if alive(pid) else None
+
+    def ssh_pid(self):
+        pid = read_int(self.pidfile + ".child")
+        return pid if alive(pid) else None
+
+    def healthy(self, wait=0.0):
+        deadline = time.monotonic() + wait
+        while True:
+            if http_answers(self.address, self.port):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.25)
+
+    def current_config(self):
+        try:
+            with open(self.stampfile) as fh:
+                return fh.read().strip() == self.config_hash
+        except OSError:
+            return False
+
+    def log_tail(self, n=15):
+        try:
+            with open(self.logfile, errors="replace") as fh:
+                return [line.rstrip() for line in fh.readlines()[-n:]]
+        except OSError:
+            return []
+
+    def stop(self):
+        pid = self.pid()
+        if not pid:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        return True
+
+    def start(self):
+        p = self.params
+        command = [
+            p["python"] or sys.executable, p["supervisor_script"], "--pidfile", self.pidfile, "--logfile", self.logfile, "--",
+            "ssh", "-F", p["ssh_config"], self.alias, p["remote_command"],
+        ]  # fmt: skip
+        # The supervisor daemonizes itself; this call returns once it has forked.
+        subprocess.run(command, check=True, stdin=subprocess.DEVNULL)
+        with open(self.stampfile, "w") as fh:
+            fh.write(self.config_hash + "\n")
+
+    def result(self, changed, **extra):
+        pid = self.pid()
+        res = dict(
+            changed=changed,
+            running=bool(pid),
+            healthy=bool(pid) and self.healthy(),
+            pid=pid or 0,
+            ssh_pid=self.ssh_pid() or 0,
+            log_tail=self.log_tail(),
+        )
+        res.update(extra)
+        return res
+
+
+
+def manage(p, check_mode, want_diff):
+    """The result dict for state p["state"]; raises TunnelError on failure."""
+    state = p["state"]
+    files, diff = ensure_files(p, check_mode) if state == "started" else ([], [])
+    tunnel = Tunnel(p, check_mode)
+
+    def done(changed, **extra):
+        if state == "started" and p["url_file"] and (check_mode or tunnel.healthy()):
+            ensure_file(check_mode, p["url_file"], (p["url"] + "\n").encode(), 0o600, files)
+        result = tunnel.result(changed or bool(files), files_changed=files, **extra)
+        if diff and want_diff:
+            result["diff"] = diff
+        return result
+
+    if state == "status":
+        return tunnel.result(False)
+    if state == "stopped":
+        running = bool(tunnel.pid())
+        if running and not check_mode:
+            tunnel.stop()
+        return tunnel.result(running)
+    if tunnel.pid() and tunnel.current_config() and tunnel.healthy(wait=3):
+        return done(False)
+    if check_mode:
+        return done(True)
+    tunnel.stop()
+    holder = port_holder(tunnel.address, tunnel.port)
+    if holder:
+        raise TunnelError(
+            f"Local port {tunnel.address}:{tunnel.port} is already in use by {holder}. Stop that program, "
+            f"or choose another port with colab_tunnel_local_port (the runtime's colab_runtime_port must match "
+            f"it for Colab's classic flow).",
+            **tunnel.result(False),
+        )
+    tunnel.start()
+    if not tunnel.healthy(wait=p["timeout"]):
+        tail = tunnel.log_tail()
+        tunnel.stop()
+        raise TunnelError(
+            f"The SSH tunnel {tunnel.address}:{tunnel.port} -> {tunnel.alias} did not carry HTTP within "
+            f"{p['timeout']}s; see the log below and {tunnel.logfile}.",
+            **tunnel.result(True, log_tail=tail),
+        )
+    return done(True)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        validation, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        del validation
+        try:
+            result.update(manage(params, self._task.check_mode, self._task.diff))
+        except TunnelError as err:
+            result.update(err.result, failed=True, msg=str(err))
+        return result

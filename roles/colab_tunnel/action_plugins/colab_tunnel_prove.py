@@ -1,0 +1,67 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action colab_tunnel_prove: execute a cell through the tunnel in each Colab flow.
+
+Runs the role's Colab-protocol client (files/colab_client.py) in-process on the controller: no
+module payload to build, no interpreter to start, and the token stays in memory (it is never on
+a command line or in an environment that verbose output would print). Options and return
+values are documented in library/colab_tunnel_prove.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import urllib.parse
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+_CLIENT_MODULE = "colab_tunnel_colab_client"
+ARGUMENT_SPEC = dict(
+    url=dict(type="str", required=True),
+    token=dict(type="str", required=True, no_log=True),
+    flows=dict(type="list", elements="str", required=True),
+    code=dict(type="str", default="print(6*7)"),
+    expect=dict(type="str"),
+    origin=dict(type="str", default="https://colab.research.google.com"),
+)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def _client(self):
+        """The role's client module (loaded once per worker; dataclasses need it in sys.modules)."""
+        if _CLIENT_MODULE not in sys.modules:
+            spec = importlib.util.spec_from_file_location(_CLIENT_MODULE, self._find_needle("files", "colab_client.py"))
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[_CLIENT_MODULE] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[_CLIENT_MODULE]
+                raise
+        return sys.modules[_CLIENT_MODULE]
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        _, p = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        client = self._client()
+        unknown = sorted(set(p["flows"]) - set(client.FLOWS))
+        if unknown or not p["flows"]:
+            raise AnsibleActionFail(f"flows {p['flows']} must name one or more of {', '.join(client.FLOWS)}")
+        url = f"{p['url'].rstrip('/')}/?{urllib.parse.urlencode({'token': p['token']})}"
+        checks = client.check_flows(url, tuple(p["flows"]), p["code"], p["expect"], p["origin"])
+        lines = [line for _, line in checks]
+        result.update(
+            changed=False,
+            ok_flows=[flow for flow, (ok, _) in zip(p["flows"], checks) if ok],
+            stdout="\n".join(lines),
+            stdout_lines=lines,
+        )
+        if not all(ok for ok, _ in checks):
+            result.update(failed=True, msg="; ".join(lines))
+        return result

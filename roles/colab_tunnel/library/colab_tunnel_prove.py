@@ -1,0 +1,64 @@
+#!/usr/bin/python
+"""Documentation of the colab_tunnel_prove action (action_plugins/colab_tunnel_prove.py).
+
+The proof runs on the controller, in-process in the action plugin. This file only documents it.
+"""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: colab_tunnel_prove
+short_description: Execute a cell on a Colab runtime the way Colab does, in each Colab flow
+description:
+  - Starts one kernel through the first of O(flows), runs O(code) in it, then reaches that same
+    kernel through every other flow (its own REST call and kernel channel) and runs O(code)
+    there too. Starting a kernel is most of what a check costs; one kernel serves all flows.
+  - When the first flow fails, each other flow is checked on a kernel of its own, so that every
+    flow gets its own verdict.
+  - Fails unless every flow printed O(expect). The kernel is deleted afterwards.
+  - Runs on the controller; the token is never logged.
+options:
+  url:
+    description: Base URL of the runtime as Colab reaches it, e.g. C(http://localhost:8888/).
+    type: str
+    required: true
+  token:
+    description: The runtime's token.
+    type: str
+    required: true
+  flows:
+    description: Colab flows to check, C(http_over_ws) (classic) and/or C(direct).
+    type: list
+    elements: str
+    required: true
+  code:
+    description: The cell.
+    type: str
+    default: print(6*7)
+  expect:
+    description: What the cell must print (stripped); any output passes when unset.
+    type: str
+  origin:
+    description: The Origin header each request carries, as Colab's page sends it.
+    type: str
+    default: https://colab.research.google.com
+author: colab-gpu-runtime
+"""
+
+RETURN = r"""
+stdout:
+  description: One line per flow, e.g. C(direct: OK: printed '42').
+  type: str
+  returned: always
+stdout_lines:
+  description: The same lines as a list.
+  type: list
+  elements: str
+  returned: always
+ok_flows:
+  description: The flows that printed what was expected.
+  type: list
+  elements: str
+  returned: always
+"""
