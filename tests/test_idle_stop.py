@@ -191,8 +191,15 @@ def colab_tunnel(host: RemoteHost):
         wait_tcp("127.0.0.1", port, timeout=30)
         yield f"http://127.0.0.1:{port}"
     finally:
+        # ssh flushes its output before exiting on SIGTERM; if the host went away meanwhile (a
+        # powered-off container drops packets) that can block: kill it, so that the case reports
+        # its own verdict instead of a timeout in this cleanup.
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def wait_jupyter(url: str, token: str, timeout: float = 60) -> None:
