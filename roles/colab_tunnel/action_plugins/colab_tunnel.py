@@ -302,8 +302,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        validation, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        del validation
+        _, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         try:
             result.update(manage(params, self._task.check_mode, self._task.diff))
         except TunnelError as err:
