@@ -18,8 +18,9 @@ description:
     replaces a dead, unhealthy or outdated one.
   - A local port held by another program is refused with the name and pid of that program.
   - It also writes the tunnel's own files when asked (the SSH configuration, the supervisor
-    script, the URL file): one module run instead of one per file, which is most of what a
-    no-op run of the connect play costs.
+    script, the URL file), in one task instead of one per file.
+  - Runs in-process on the controller (an action plugin), so a no-op run builds no module
+    payload and starts no interpreter.
 options:
   state:
     description: Desired state; C(status) only reports.

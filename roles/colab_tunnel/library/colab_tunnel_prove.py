@@ -48,7 +48,7 @@ author: colab-gpu-runtime
 
 RETURN = r"""
 stdout:
-  description: One line per flow, e.g. C(direct: OK: printed '42').
+  description: "One line per flow, e.g. C(direct: OK: printed '42')."
   type: str
   returned: always
 stdout_lines:

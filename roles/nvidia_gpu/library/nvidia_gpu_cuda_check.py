@@ -26,19 +26,24 @@ RETURN = r"""
 ok:
   description: Whether every step succeeded on every GPU.
   type: bool
+  returned: always
 error:
-  description: Empty when ok, else the failing call and the CUDA error name (e.g. "cuInit: CUDA_ERROR_NO_DEVICE").
+  description: "Empty when ok, else the failing call and the CUDA error name, for example C(cuInit: CUDA_ERROR_NO_DEVICE)."
   type: str
+  returned: always
 driver_cuda_version:
   description: Highest CUDA version the driver supports (cuDriverGetVersion), e.g. "12.4".
   type: str
+  returned: always
 device_count:
   description: GPUs the CUDA driver sees.
   type: int
+  returned: always
 devices:
   description: Per GPU, name, total memory in MiB and whether the memory round trip matched.
   type: list
   elements: dict
+  returned: always
 """
 
 import ctypes
