@@ -299,13 +299,14 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def ansible_playbook(
-    *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 900
+    *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 900, root: Path = ROOT
 ) -> subprocess.CompletedProcess:
-    """Run ansible-playbook from the project root; stdout and stderr are captured together, in order."""
+    """Run ansible-playbook from a checkout's root (this one by default) with that checkout's
+    ansible.cfg; stdout and stderr are captured together, in order."""
     res = subprocess.run(
         [tool("ansible-playbook"), *args],
-        cwd=ROOT,
-        env=ansible_env(env),
+        cwd=root,
+        env={**ansible_env(env), "ANSIBLE_CONFIG": str(root / "ansible.cfg")},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -314,6 +315,20 @@ def ansible_playbook(
     if check and res.returncode != 0:
         raise AssertionError(f"ansible-playbook {' '.join(args)} failed:\n{res.stdout[-8000:]}")
     return res
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The project's files (tracked and not ignored, as a fresh clone plus this work tree's
+    changes) copied to dest: a checkout somewhere else, e.g. under a long path with a space."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
 
 
 def play_recap(output: str) -> dict[str, dict[str, int]]:

@@ -22,6 +22,7 @@ from colab_client import ColabClient
 from substrate import (
     RemoteHost,
     ansible_playbook,
+    copy_checkout,
     ec2_env,
     free_port,
     http_get,
@@ -39,10 +40,17 @@ HOST = f"colab-gpu-runtime-{OWNER}"
 PORT = free_port()
 
 
+# Where a user's checkout may be: over 100 characters with a space in it. The runs use that
+# checkout's defaults, so the tunnel's files live in <checkout>/.colab as for a user.
+CHECKOUT = "Alice's Projects/" + "gpu-notebooks-for-the-colab-runtime-of-our-team/" * 2 + "colab-gpu-runtime"
+
+
 class Site:
     def __init__(self, moto, host: RemoteHost, workdir: Path) -> None:
         self.moto, self.host, self.workdir = moto, host, workdir
-        self.state_dir = workdir / "colab"
+        self.root = copy_checkout(workdir / CHECKOUT)
+        assert len(str(self.root)) > 100 and " " in str(self.root)
+        self.state_dir = self.root / ".colab"
         self.overlay = write_ec2_overlay(workdir / "overlay", HOST, host.ssh_port, host.key_path, OWNER, REGION)
         self.env = ec2_env(moto.url, OWNER, REGION)
 
@@ -50,10 +58,7 @@ class Site:
         inventories = inventory or ["inventory/", str(self.overlay)]
         args = [a for inv in inventories for a in ("-i", inv)]
         return ansible_playbook(
-            *args, playbook,
-            "-e", f"colab_tunnel_state_dir={self.state_dir}",
-            "-e", f"colab_runtime_port={PORT}",
-            *extra, env=self.env,
+            *args, playbook, "-e", f"colab_runtime_port={PORT}", *extra, env=self.env, root=self.root
         )  # fmt: skip
 
     def pid(self, alias: str = HOST) -> int:
@@ -201,6 +206,23 @@ def test_changed_setting_makes_the_roles_run(site):
     back = site.run()
     assert back.returncode == 0, back.stdout[-8000:]
     assert limit() == 3600 and play_recap(back.stdout)[HOST]["changed"] >= 1
+
+
+def test_token_rotates_in_one_command_and_can_stay_out_of_the_log(site):
+    old_url = site.url()
+    res = site.run("site.yml", "-e", "colab_runtime_token_rotate=true", "-e", "colab_tunnel_show_token=false")
+    assert res.returncode == 0, res.stdout[-8000:]
+    new_url = site.url()
+    old_token, new_token = old_url.split("token=")[1], new_url.split("token=")[1]
+    assert new_token != old_token and len(new_token) == 48
+    # The log names the 0600 file instead of the URL; neither token appears in it.
+    assert f"Paste into Colab > Connect > Connect to a local runtime: the URL in {site.state_dir / (HOST + '.url')}" in text(res)
+    assert new_token not in res.stdout and old_token not in res.stdout
+    assert (site.state_dir / f"{HOST}.url").stat().st_mode & 0o777 == 0o600
+    # The old URL no longer opens the runtime; the new one does, in both flows.
+    base = old_url.split("?")[0].rstrip("/")
+    assert http_get(f"{base}/api/kernels?token={old_token}")[0] == 403
+    assert cell(new_url, "direct") == "42 True" and cell(new_url, "http_over_ws") == "42 True"
 
 
 def test_full_converge_on_request_changes_nothing(site):

@@ -7,11 +7,13 @@ tunnel's life cycle, not the runtime (the end-to-end tests prove a Colab cell th
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import plistlib
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import yaml
 from substrate import ROOT, ansible_playbook, free_port, http_get, play_recap
 
 HOST = "gpu-tunnel-test"
+# Longer than any socket path allows, with a space, as in ~/My Projects/... checkouts.
+LONG_DIR = "My Projects/" + "colab-gpu-runtime-checkout-with-a-long-name" * 3
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,9 @@ def tunnel_host(request, tmp_path_factory, bookworm_image, ssh_key, _cleanup_lef
     port = free_port()
     host.exec("sh", "-c", "install -d -m 700 /etc/colab-runtime && echo 0123456789abcdef0123456789abcdef > /etc/colab-runtime/token")
     host.exec("systemd-run", "--unit=stand-in-jupyter", "python3", "-m", "http.server", str(port), "--bind", "127.0.0.1")
-    workdir = tmp_path_factory.mktemp("tunnel")
+    # The tunnel's state lives where a user's checkout may be: a long path with a space in it.
+    workdir = tmp_path_factory.mktemp("tunnel") / LONG_DIR
+    workdir.mkdir(parents=True)
     inventory = workdir / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": host.inventory(hostname=HOST)}}))
     return host, port, inventory, workdir
@@ -43,7 +49,7 @@ def connect(tunnel_host, *extra: str, state: str = "started"):
         "-i", str(inventory), "playbooks/connect.yml",
         "-e", f"colab_runtime_port={port}",
         "-e", "colab_tunnel_prove=false",
-        "-e", f"colab_tunnel_state_dir={workdir}/state",
+        "-e", json.dumps({"colab_tunnel_state_dir": f"{workdir}/state"}),
         "-e", f"colab_tunnel_state={state}",
         *extra,
     )  # fmt: skip
@@ -211,6 +217,8 @@ COMMON = {
     "_colab_tunnel_key": "/home/u/.ssh/colab",
     "_colab_tunnel_launchd_label": "com.colab-gpu-runtime.colab-gpu1",
     "colab_tunnel_state_dir": "/Users/u/colab-gpu-runtime/.colab",
+    "_colab_tunnel_control_dir": "/tmp/colab-gpu-runtime-501",
+    "_colab_tunnel_host_key_alias": "i-0123456789abcdef0",
 }
 
 
@@ -218,9 +226,20 @@ def test_launchd_agent_keeps_the_tunnel_alive(tmp_path):
     plist = plistlib.loads(render(tmp_path, "colab-tunnel.plist.j2", COMMON).encode())
     assert plist["Label"] == "com.colab-gpu-runtime.colab-gpu1"
     assert plist["KeepAlive"] is True and plist["RunAtLoad"] is True
+    # The control socket's directory is re-created before ssh starts (a cleaner may empty /tmp).
     assert plist["ProgramArguments"] == [
-        "/usr/bin/ssh", "-F", "/Users/u/colab-gpu-runtime/.colab/ssh_config", "colab-gpu1-tunnel", "exec sleep infinity",
+        "/bin/sh", "-c", '/bin/mkdir -p -m 0700 "$0" && exec /usr/bin/ssh -F "$1" "$2" "$3"',
+        "/tmp/colab-gpu-runtime-501", "/Users/u/colab-gpu-runtime/.colab/ssh_config", "colab-gpu1-tunnel",
+        "exec sleep infinity",
     ]  # fmt: skip
+    # What launchd would run, run by a shell here: the arguments arrive intact, spaces included.
+    spaced = {**COMMON, "colab_tunnel_state_dir": f"/Users/u/{LONG_DIR}/.colab", "_colab_tunnel_control_dir": str(tmp_path / "c d")}
+    args = plistlib.loads(render(tmp_path, "colab-tunnel.plist.j2", spaced).encode())["ProgramArguments"]
+    shown = subprocess.run(
+        [*args[:2], args[2].replace("exec /usr/bin/ssh", "printf '%s|'"), *args[3:]], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown == f"-F|/Users/u/{LONG_DIR}/.colab/ssh_config|colab-gpu1-tunnel|exec sleep infinity|"
+    assert (tmp_path / "c d").is_dir() and (tmp_path / "c d").stat().st_mode & 0o777 == 0o700
 
 
 def test_systemd_user_unit_restarts_forever(tmp_path):
@@ -228,7 +247,10 @@ def test_systemd_user_unit_restarts_forever(tmp_path):
     unit.read_string(render(tmp_path, "colab-tunnel.service.j2", COMMON))
     assert unit["Service"]["Restart"] == "always"
     assert unit["Unit"]["StartLimitIntervalSec"] == "0"
-    assert unit["Service"]["ExecStart"].endswith("colab-gpu1-tunnel exec sleep infinity")
+    assert unit["Service"]["ExecStart"] == (
+        '/usr/bin/env ssh -F "/Users/u/colab-gpu-runtime/.colab/ssh_config" colab-gpu1-tunnel exec sleep infinity'
+    )
+    assert unit["Service"]["ExecStartPre"] == '/bin/mkdir -p -m 0700 "/tmp/colab-gpu-runtime-501"'
     assert unit["Install"]["WantedBy"] == "default.target"
 
 
@@ -257,7 +279,9 @@ def test_ssh_config_tunnel_entry(tmp_path):
     assert cfg["exitonforwardfailure"] == "yes"
     assert cfg["serveraliveinterval"] == "5" and cfg["serveralivecountmax"] == "3"
     assert cfg["stricthostkeychecking"] == "accept-new"
-    assert cfg["hostkeyalias"] == "gpu1"
+    # Host keys are remembered per instance: a replacement instance under the same name is new.
+    assert cfg["hostkeyalias"] == "i-0123456789abcdef0"
+    assert cfg["controlpath"].startswith("/tmp/colab-gpu-runtime-501/")
     shell = ssh_g(ssh_config_for(tmp_path, {}), "colab-gpu1")
     assert "localforward" not in shell
     assert shell["controlmaster"] == "auto"
@@ -277,3 +301,95 @@ def test_ssh_config_ssm_proxy(tmp_path):
         "aws ssm start-session --target %h --document-name AWS-StartSSHSession "
         "--parameters portNumber=%p --region us-east-2 --profile work"
     )
+
+
+def test_ssh_config_paths_with_spaces_and_percent_signs(tmp_path):
+    """A checkout under a long path with a space (and a %) is written so that ssh reads it back."""
+    state = f"/home/alice/{LONG_DIR}/100%/.colab"
+    extra = {"colab_tunnel_state_dir": state, "_colab_tunnel_key": f"{state}/id ed25519"}
+    cfg = ssh_g(ssh_config_for(tmp_path, extra), "colab-gpu1-tunnel")
+    assert cfg["userknownhostsfile"] == f"{state}/known_hosts"
+    # ssh -G shows IdentityFile before its % tokens are expanded: %% is the literal %.
+    assert cfg["identityfile"] == f"{state}/id ed25519".replace("%", "%%")
+    # %C is a 40-character hash: with ssh's 17-character suffix the socket path stays far below
+    # the 104 bytes a Unix socket allows, whatever the checkout's path.
+    assert len(cfg["controlpath"]) == len("/tmp/colab-gpu-runtime-501/") + 40
+
+
+def test_stale_pid_file_naming_another_process_is_never_signalled(tunnel_host):
+    """A pid file left by a crashed run whose pid now belongs to another program."""
+    _, port, _, _ = tunnel_host
+    assert connect(tunnel_host, state="stopped").returncode == 0
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+        pidfile(tunnel_host).write_text(f"{stranger.pid}\n")
+        Path(str(pidfile(tunnel_host)) + ".child").write_text(f"{stranger.pid}\n")
+        res = connect(tunnel_host, state="stopped")
+        assert res.returncode == 0, res.stdout[-3000:]
+        assert stranger.poll() is None, "the tunnel's stop signalled a process that is not its own"
+        assert not pidfile(tunnel_host).exists()
+        # A start with the stale file in place starts a real tunnel and leaves the stranger alone.
+        pidfile(tunnel_host).write_text(f"{stranger.pid}\n")
+        res = connect(tunnel_host)
+        assert res.returncode == 0, res.stdout[-3000:]
+        assert wait_http(port, 5) < 5
+        assert stranger.poll() is None
+        assert int(pidfile(tunnel_host).read_text()) != stranger.pid
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def process_start(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+def test_a_second_run_for_the_same_runtime_is_refused_naming_the_first(tunnel_host):
+    """The run lock: a live holder (this test process stands in for a running ansible-playbook)."""
+    workdir = tunnel_host[3]
+    lock = workdir / "state" / f"{HOST}.lock"
+    holder = {"pid": os.getpid(), "start": process_start(os.getpid()), "command": "ansible-playbook site.yml", "since": "10:00"}
+    lock.write_text(json.dumps(holder))
+    try:
+        res = connect(tunnel_host)
+        assert res.returncode != 0
+        assert (
+            f"Another run is working on this runtime: pid {os.getpid()} (ansible-playbook site.yml), since 10:00."
+            in " ".join(res.stdout.split())
+        ), res.stdout[-3000:]
+        # A holder that has gone (its pid reused by another process: the start time differs) is replaced.
+        lock.write_text(json.dumps({**holder, "start": "1"}))
+        res = connect(tunnel_host)
+        assert res.returncode == 0, res.stdout[-3000:]
+        assert json.loads(lock.read_text())["pid"] != os.getpid()
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("colab_tunnel_local_port=70000", "colab_tunnel_local_port 70000 is not a port the tunnel can open"),
+        ("colab_tunnel_local_port=80", "colab_tunnel_local_port 80 is not a port the tunnel can open"),
+        ("colab_tunnel_bind_address=0.0.0.0", "colab_tunnel_bind_address 0.0.0.0 would let other machines reach"),
+        ("colab_tunnel_control_dir=/tmp/" + "x" * 60, "cannot hold the tunnel's SSH control socket"),
+    ],
+)
+def test_bad_tunnel_settings_are_refused_before_anything_starts(tunnel_host, setting, message):
+    res = connect(tunnel_host, "-e", setting, "-e", "colab_tunnel_host_alias=colab-bad-input")
+    assert res.returncode != 0
+    assert message in " ".join(res.stdout.split()), res.stdout[-3000:]
+    assert not (tunnel_host[3] / "state" / "colab-bad-input-tunnel.pid").exists()
+
+
+def test_control_dir_that_others_can_enter_is_refused(tunnel_host):
+    shared = Path(tempfile.mkdtemp(prefix="colab-shared-", dir="/tmp"))
+    shared.chmod(0o777)
+    try:
+        res = connect(tunnel_host, "-e", f"colab_tunnel_control_dir={shared}", "-e", "colab_tunnel_host_alias=colab-shared")
+    finally:
+        shared.rmdir()
+    assert res.returncode != 0
+    assert f"{shared} (the tunnel's SSH control socket directory) exists but is not a private directory of yours" in (
+        " ".join(res.stdout.split())
+    ), res.stdout[-3000:]

@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ ARGUMENT_SPEC = dict(
     local_port=dict(type="int", required=True),
     bind_address=dict(type="str", default="127.0.0.1"),
     state_dir=dict(type="path", required=True),
+    control_dir=dict(type="path"),
     supervisor_script=dict(type="path", required=True),
     python=dict(type="path"),
     remote_command=dict(type="str", default="exec sleep infinity"),
@@ -66,6 +68,26 @@ def alive(pid):
     except PermissionError:
         return True
     return True
+
+
+def process_info(pid):
+    """(command line, parent pid) of a live process, or (None, None) when it cannot be read.
+
+    A pid file can outlive its process and the pid be reused by any program: this is what tells
+    a process of ours from a stranger before anything is signalled.
+    """
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            command = fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        with open("/proc/%d/stat" % pid) as fh:
+            parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+        return command, parent
+    except (OSError, ValueError, IndexError):
+        if os.path.isdir("/proc/self"):
+            return None, None
+    out = subprocess.run(["ps", "-ww", "-o", "ppid=,command=", "-p", str(pid)], capture_output=True, text=True).stdout
+    parent, _, command = out.strip().partition(" ")
+    return (command.strip(), int(parent)) if parent.isdigit() else (None, None)
 
 
 def http_answers(address, port, timeout=2.0):
@@ -146,6 +168,23 @@ def ensure_file(check_mode, path, data, mode, changed, diff=None):
         write_file(path, data, mode)
 
 
+def ensure_private_dir(check_mode, path, changed):
+    """A directory only this user can enter (the SSH control socket lives there, in /tmp)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        changed.append(path)
+        if not check_mode:
+            os.mkdir(path, 0o700)
+        return
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise TunnelError(
+            f"{path} (the tunnel's SSH control socket directory) exists but is not a private directory of yours "
+            f"(owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}): another user could reach your SSH connection "
+            f"through it. Remove it if it is yours, or set colab_tunnel_control_dir to another short directory."
+        )
+
+
 def ensure_files(p, check_mode):
     """The SSH configuration and supervisor script the tunnel runs with."""
     changed, diff = [], []
@@ -155,6 +194,8 @@ def ensure_files(p, check_mode):
         changed.append(p["state_dir"])
         if not check_mode:
             os.makedirs(p["state_dir"], mode=0o700)
+    if p["control_dir"]:
+        ensure_private_dir(check_mode, p["control_dir"], changed)
     if p["ssh_config_content"] is not None:
         ensure_file(check_mode, p["ssh_config"], p["ssh_config_content"].encode(), 0o600, changed, diff)
     if p["supervisor_source"] is not None:
@@ -176,17 +217,23 @@ class Tunnel:
         self.pidfile = base + ".pid"
         self.logfile = base + ".log"
         self.stampfile = base + ".config-sha256"
+        self.supervisor_script = p["supervisor_script"]
         config = p["ssh_config_content"].encode() if p["ssh_config_content"] is not None else read_bytes(p["ssh_config"])
         if config is None and not check_mode and p["state"] == "started":
             raise TunnelError("ssh_config %s does not exist" % p["ssh_config"])
         self.config_hash = None if config is None else hashlib.sha256(config + p["remote_command"].encode()).hexdigest()
     def pid(self):
+        """The supervisor's pid when the pid file names a live supervisor of this very tunnel."""
         pid = read_int(self.pidfile)
-        return pid if alive(pid) else None
+        if not alive(pid):
+            return None
+        command, _ = process_info(pid)
+        return pid if command and self.supervisor_script in command and self.pidfile in command else None
 
     def ssh_pid(self):
-        pid = read_int(self.pidfile + ".child")
-        return pid if alive(pid) else None
+        """The ssh the supervisor runs (a child of it), else None."""
+        supervisor, pid = self.pid(), read_int(self.pidfile + ".child")
+        return pid if supervisor and alive(pid) and process_info(pid)[1] == supervisor else None
 
     def healthy(self, wait=0.0):
         deadline = time.monotonic() + wait
@@ -212,21 +259,35 @@ class Tunnel:
             return []
 
     def stop(self):
+        """Stop our supervisor and its ssh; a pid file naming any other process is only removed."""
         pid = self.pid()
         if not pid:
+            for stale in (self.pidfile, self.pidfile + ".child"):
+                if not self.check_mode and os.path.exists(stale):
+                    os.unlink(stale)
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if alive(pid):
+                # The supervisor leads its own process group (it called setsid): this takes its ssh too.
+                os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError as err:
+            raise TunnelError(
+                f"Cannot stop the tunnel's supervisor (pid {pid}): {err.strerror}. It was started by another user; "
+                f"stop it as that user, or remove {self.pidfile} if it is not a tunnel of yours."
+            ) from err
         return True
 
     def start(self):
         p = self.params
         command = [
-            p["python"] or sys.executable, p["supervisor_script"], "--pidfile", self.pidfile, "--logfile", self.logfile, "--",
+            p["python"] or sys.executable, p["supervisor_script"], "--pidfile", self.pidfile, "--logfile", self.logfile,
+            *(["--mkdir", p["control_dir"]] if p["control_dir"] else []), "--",
             "ssh", "-F", p["ssh_config"], self.alias, p["remote_command"],
         ]  # fmt: skip
         # The supervisor daemonizes itself; this call returns once it has forked.
@@ -267,8 +328,8 @@ def manage(p, check_mode, want_diff):
         return tunnel.result(False)
     if state == "stopped":
         running = bool(tunnel.pid())
-        if running and not check_mode:
-            tunnel.stop()
+        if not check_mode:
+            tunnel.stop()  # also clears pid files that name no tunnel of ours
         return tunnel.result(running)
     if tunnel.pid() and tunnel.current_config() and tunnel.healthy(wait=3):
         return done(False)

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Keep one OpenSSH port forward alive on the controller (Linux or macOS).
 
-    colab_tunnel_supervisor.py --pidfile P --logfile L -- ssh ARGS...
+    colab_tunnel_supervisor.py --pidfile P --logfile L [--mkdir DIR] -- ssh ARGS...
 
 Daemonizes, runs ssh, and starts it again whenever it exits — whatever the reason, including
 SIGKILL (autossh gives up in that case). A short back-off avoids a tight loop while the host is
-unreachable. SIGTERM to the supervisor stops ssh and removes the pid file.
+unreachable. --mkdir re-creates ssh's control socket directory (mode 0700) before each start: it
+lives in /tmp, which a cleaner may empty while the tunnel runs. SIGTERM to the supervisor stops ssh and removes the pid file.
 Used where neither a systemd user manager nor launchd is available to do the same job.
 """
 
@@ -42,6 +43,7 @@ def main() -> int:
     parser.add_argument("--pidfile", required=True)
     parser.add_argument("--logfile", required=True)
     parser.add_argument("--foreground", action="store_true")
+    parser.add_argument("--mkdir", help="directory to create (mode 0700) before each start")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -75,6 +77,8 @@ def main() -> int:
     try:
         while not stopping:
             started = time.monotonic()
+            if args.mkdir:
+                os.makedirs(args.mkdir, mode=0o700, exist_ok=True)
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=logfh, stderr=logfh)
             with open(args.pidfile + ".child", "w") as fh:
                 fh.write(f"{child.pid}\n")

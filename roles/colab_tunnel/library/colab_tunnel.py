@@ -47,6 +47,11 @@ options:
     description: Directory for the pid, log and state files.
     type: path
     required: true
+  control_dir:
+    description:
+      - Directory of ssh's ControlMaster socket, created with mode 0700 and re-created by the
+        supervisor before each start. An existing one must be a private directory of this user.
+    type: path
   supervisor_script:
     description: Path of the supervisor script.
     type: path
