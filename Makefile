@@ -45,6 +45,10 @@ lint: venv ## yamllint + ansible-lint (production profile) + syntax checks
 	$(BIN)/ansible-lint --nocolor
 	$(BIN)/python -m compileall -q tests bench scripts roles
 
+.PHONY: docs
+docs: venv ## Regenerate each role README's variable table from its meta/argument_specs.yml
+	$(BIN)/python scripts/role-docs.py
+
 .PHONY: molecule
 molecule: venv images ## Molecule role tests on Debian 12 and 13 hosts (SCENARIOS="a b" to pick)
 	@export COLAB_TEST_IMAGE_BOOKWORM=$$(scripts/testhost-image.sh bookworm) \

@@ -332,7 +332,7 @@ all:
         (self.inventory / "group_vars" / "all.yml").write_text(f"""---
 ec2_gpu_host_region: {REGION}
 ec2_gpu_host_owner: {OWNER}
-ec2_gpu_host_public_key_file: {b.key}.pub
+ec2_gpu_host_ssh_private_key_file: {b.key}
 ec2_gpu_host_ssh_cidr: 127.0.0.1/32
 # One of the images the emulated API ships (its Canonical images are too old for the default filter).
 ec2_gpu_host_ami_owner: "898082745236"

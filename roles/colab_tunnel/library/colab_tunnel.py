@@ -83,7 +83,47 @@ options:
   url_file:
     description: Where I(url) is written.
     type: path
+extends_documentation_fragment:
+  - action_common_attributes
+  - action_common_attributes.flow
+attributes:
+  action:
+    support: full
+    details: The work is done by the action plugin, on the controller; no module runs on a host.
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+    details: Reports which files it would write and whether the tunnel would be started, replaced or stopped.
+  diff_mode:
+    support: partial
+    details: Shows the diff of the SSH configuration; the supervisor script and the URL file (a secret) are only named.
+  platform:
+    platforms: posix
 author: colab-gpu-runtime
+"""
+
+EXAMPLES = r"""
+- name: Start the tunnel, or keep a healthy one
+  colab_tunnel:
+    state: started
+    host_alias: colab-myhost-tunnel
+    ssh_config: "{{ playbook_dir }}/.colab/ssh_config"
+    local_port: 8888
+    state_dir: "{{ playbook_dir }}/.colab"
+    supervisor_script: "{{ playbook_dir }}/.colab/colab_tunnel_supervisor.py"
+  register: tunnel
+
+- name: Report the tunnel without changing it
+  colab_tunnel:
+    state: status
+    host_alias: colab-myhost-tunnel
+    ssh_config: "{{ playbook_dir }}/.colab/ssh_config"
+    local_port: 8888
+    state_dir: "{{ playbook_dir }}/.colab"
+    supervisor_script: "{{ playbook_dir }}/.colab/colab_tunnel_supervisor.py"
 """
 
 RETURN = r"""
@@ -96,13 +136,15 @@ healthy:
   type: bool
   returned: always
 pid:
-  description: Supervisor process id, when running.
+  description: Supervisor process id; 0 when it does not run.
   type: int
   returned: always
+  sample: 41236
 ssh_pid:
-  description: Current ssh process id, when running.
+  description: Current ssh process id; 0 when none runs.
   type: int
   returned: always
+  sample: 41240
 log_tail:
   description: Last lines of the tunnel log.
   type: list
@@ -112,5 +154,6 @@ files_changed:
   description: Which of the tunnel's files were (or in check mode would be) written.
   type: list
   elements: str
-  returned: always
+  returned: when O(state=started)
+  sample: [/home/me/colab-gpu-runtime/.colab/ssh_config]
 """

@@ -43,7 +43,38 @@ options:
     description: The Origin header each request carries, as Colab's page sends it.
     type: str
     default: https://colab.research.google.com
+extends_documentation_fragment:
+  - action_common_attributes
+  - action_common_attributes.flow
+attributes:
+  action:
+    support: full
+    details: Runs in the action plugin, on the controller; no module runs on a host.
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+    details: >-
+      Changes nothing that persists (the kernel it starts is deleted), so it runs the cell in
+      check mode too.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 author: colab-gpu-runtime
+"""
+
+EXAMPLES = r"""
+- name: Execute a cell through the tunnel in both Colab flows
+  colab_tunnel_prove:
+    url: http://localhost:8888/
+    token: "{{ colab_token }}"
+    flows: [http_over_ws, direct]
+    code: print(6*7)
+    expect: "42"
+  register: proof
 """
 
 RETURN = r"""

@@ -55,6 +55,16 @@ options:
     description: Facts handed back by O(state=check) when the stamp is current (O(state=record)).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: O(state=check) removes nothing and O(state=record) writes nothing; both report what they would do.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 author:
   - colab-gpu-runtime
 """
@@ -66,6 +76,21 @@ EXAMPLES = r"""
     path: /var/lib/colab-gpu-runtime/converged.json
     digest: "{{ digest }}"
   register: result
+
+- name: End the play for this host when nothing changed
+  ansible.builtin.meta: end_host
+  when: result.current
+
+- name: Record what the complete converge left on the host
+  converge_state:
+    state: record
+    path: /var/lib/colab-gpu-runtime/converged.json
+    digest: "{{ digest }}"
+    files: [/etc/colab-runtime/jupyter_server_config.py]
+    units: [colab-runtime.service]
+    commands: [[nvidia-smi, -L]]
+    facts:
+      nvidia_gpu_summary: "{{ nvidia_gpu_summary }}"
 """
 
 RETURN = r"""
@@ -82,6 +107,17 @@ facts:
   description: The facts recorded with the stamp (only when current).
   returned: state=check
   type: dict
+  sample: {nvidia_gpu_summary: "1x NVIDIA T4, 15360 MiB, driver 580.95.05, CUDA 13.0"}
+files:
+  description: How many files the stamp records.
+  returned: state=record
+  type: int
+  sample: 9
+units:
+  description: How many units the stamp records.
+  returned: state=record
+  type: int
+  sample: 2
 """
 
 import hashlib

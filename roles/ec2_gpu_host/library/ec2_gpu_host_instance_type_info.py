@@ -32,9 +32,19 @@ options:
     type: bool
     default: false
 extends_documentation_fragment:
+  - action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
+attributes:
+  check_mode:
+    support: full
+    details: Read-only; it makes the same calls in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author: colab-gpu-runtime
 """
 
 EXAMPLES = r"""

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
+---
 module: nvidia_gpu_cuda_check
 short_description: Prove CUDA works by initialising the driver API and round-tripping device memory
 description:
@@ -12,14 +13,35 @@ description:
     C(cuDeviceGetCount), C(cuDeviceGetName) and C(cuDeviceTotalMem), then on each GPU creates a
     context, fills device memory with C(cuMemsetD32) and copies it back to check the pattern.
   - Needs no CUDA toolkit, compiler or Python package, so it works on any host with the driver.
-  - Never fails the task itself: it reports C(ok) and the CUDA error name so the caller decides.
-  - Changes nothing on the host; supports check mode.
+  - "Never fails the task itself: it reports RV(ok) and the CUDA error name so the caller decides."
+  - Changes nothing on the host.
 options:
   library:
     description: The CUDA driver library to load.
     type: str
     default: libcuda.so.1
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Only reads; the check runs in check mode too.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 author: colab-gpu-runtime
+"""
+
+EXAMPLES = r"""
+- name: Run a CUDA check on every GPU
+  nvidia_gpu_cuda_check:
+  register: cuda
+
+- name: Stop when CUDA does not work
+  ansible.builtin.assert:
+    that: cuda.ok
+    fail_msg: "CUDA check failed: {{ cuda.error }}"
 """
 
 RETURN = r"""
@@ -27,23 +49,46 @@ ok:
   description: Whether every step succeeded on every GPU.
   type: bool
   returned: always
+  sample: true
 error:
   description: "Empty when ok, else the failing call and the CUDA error name, for example C(cuInit: CUDA_ERROR_NO_DEVICE)."
   type: str
   returned: always
+  sample: ""
 driver_cuda_version:
-  description: Highest CUDA version the driver supports (cuDriverGetVersion), e.g. "12.4".
+  description: Highest CUDA version the driver supports (cuDriverGetVersion); null when the library did not load.
   type: str
   returned: always
+  sample: "12.4"
 device_count:
   description: GPUs the CUDA driver sees.
   type: int
   returned: always
+  sample: 1
 devices:
-  description: Per GPU, name, total memory in MiB and whether the memory round trip matched.
+  description: One entry per GPU the CUDA driver sees.
   type: list
   elements: dict
   returned: always
+  contains:
+    index:
+      description: CUDA device ordinal.
+      type: int
+      returned: always
+    name:
+      description: Device name as CUDA reports it.
+      type: str
+      returned: always
+      sample: NVIDIA H100 80GB HBM3
+    memory_total_mib:
+      description: Total device memory in MiB.
+      type: int
+      returned: always
+      sample: 81559
+    memory_roundtrip:
+      description: Whether the pattern written to device memory read back unchanged.
+      type: bool
+      returned: always
 """
 
 import ctypes

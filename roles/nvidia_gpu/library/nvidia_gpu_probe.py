@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
+---
 module: nvidia_gpu_probe
 short_description: Detect NVIDIA GPUs, the driver's state and Secure Boot (read-only)
 description:
@@ -14,35 +15,84 @@ description:
     version it supports and one row per GPU.
   - Reports the Secure Boot state (C(mokutil --sb-state), else the EFI variable) and which GPU
     kernel modules are loaded.
-  - Changes nothing; supports check mode.
+  - Changes nothing on the host.
 options:
   nvidia_smi:
     description: Run nvidia-smi (false skips the driver probe).
     type: bool
     default: true
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Only reads; the probe runs in check mode too.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 author: colab-gpu-runtime
+"""
+
+EXAMPLES = r"""
+- name: Probe PCI devices, nvidia-smi, loaded modules and Secure Boot
+  nvidia_gpu_probe:
+  register: probe
+
+- name: Show what was found
+  ansible.builtin.debug:
+    msg: "{{ probe.summary }} (Secure Boot {{ probe.secure_boot.state }})"
+
+- name: Detect the GPUs only, without running nvidia-smi
+  nvidia_gpu_probe:
+    nvidia_smi: false
+  register: pci_only
 """
 
 RETURN = r"""
 pci_devices:
-  description: NVIDIA GPUs on the PCI bus (address, vendor_id, device_id, class_id, name, turing_or_newer).
+  description: NVIDIA GPUs on the PCI bus (address, vendor_id, device_id, class_id, name, turing_or_newer), sorted by address.
   type: list
   elements: dict
+  returned: always
+  sample:
+    - address: "0000:00:1e.0"
+      vendor_id: "10de"
+      device_id: "1eb8"
+      class_id: "0302"
+      name: Tesla T4
+      turing_or_newer: true
 driver:
   description: nvidia-smi outcome (present, working, state, error, driver_version, cuda_version, gpus).
   type: dict
+  returned: always
+  sample:
+    present: true
+    working: true
+    state: working
+    error: ""
+    driver_version: 550.54.15
+    cuda_version: "12.4"
+    gpus: []
 secure_boot:
   description: Secure Boot state (enabled / disabled / unknown) and where it was read.
   type: dict
+  returned: always
+  sample: {state: disabled, source: mokutil}
 kernel_modules:
   description: Which of nouveau / nvidia are loaded, and whether the loaded nvidia module is the open one.
   type: dict
+  returned: always
+  sample: {nouveau: false, nvidia: true, nvidia_type: open}
 open_kernel_modules_supported:
   description: True when every GPU found is Turing or newer (or none was found), so the open kernel modules fit.
   type: bool
+  returned: always
 summary:
-  description: One line, e.g. "1x NVIDIA H100 80GB HBM3, 81559 MiB, driver 550.54.15, CUDA 12.4" or "no GPU".
+  description: One line for the run's report.
   type: str
+  returned: always
+  sample: 1x NVIDIA H100 80GB HBM3, 81559 MiB, driver 550.54.15, CUDA 12.4
 """
 
 import csv
