@@ -23,12 +23,24 @@ options:
     description: Seconds to wait for another run to finish before failing with its pid and command.
     type: int
     default: 0
+extends_documentation_fragment:
+  - action_common_attributes
+  - action_common_attributes.flow
 attributes:
+  action:
+    support: full
+    details: The work is done by the action plugin, on the controller; no module runs on a host.
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
     support: full
     details: The lock is taken in check mode too, so that a check run does not race a real one.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 author: colab-gpu-runtime
 """
 
@@ -55,11 +67,14 @@ holder:
   contains:
     pid:
       description: Process id of the ansible-playbook run.
+      returned: always
       type: int
     command:
       description: Its command line.
+      returned: always
       type: str
     since:
       description: When it took the lock.
+      returned: always
       type: str
 """
