@@ -176,3 +176,19 @@ def test_generic_owner_is_refused_before_anything_is_created(moto, tmp_path):
     assert text.count("fatal: [localhost]") == 1, text[-4000:]
     assert leftovers(ec2(moto)) == {"instances": [], "security_groups": [], "key_pairs": [], "launch_templates": []}
     assert not (tmp_path / "keys").exists()
+
+
+def test_a_generated_session_name_counts_as_its_role():
+    """botocore names an assumed role's session botocore-session-<epoch>: a new ARN on every login."""
+    sys.path.insert(0, str(ROOT / "roles" / "ec2_gpu_host" / "filter_plugins"))
+    from ec2_gpu_host import ec2_gpu_host_caller_principal as principal
+
+    assert principal("arn:aws:sts::123456789012:assumed-role/Dev/botocore-session-1764583200") == (
+        "arn:aws:sts::123456789012:assumed-role/Dev/*"
+    )
+    for kept in (
+        "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_0123/alice@example.com",
+        "arn:aws:sts::123456789012:assumed-role/Dev/alice",
+        "arn:aws:iam::123456789012:user/bob",
+    ):
+        assert principal(kept) == kept
