@@ -134,7 +134,7 @@ def down() -> int:
     if pid_alive(state.get("moto_pid")) and (DEMO / "inventory").exists():
         env = ec2_env(f"http://127.0.0.1:{state['moto_port']}", OWNER, REGION)
         run_playbook(["playbooks/connect.yml", "-e", "colab_tunnel_state=stopped"], env)
-        run_playbook(["playbooks/teardown.yml", "-e", "ec2_gpu_host_terminate=true"], env)
+        run_playbook(["playbooks/teardown.yml", "-e", "ec2_gpu_host_terminate=yes"], env)
     podman("rm", "-f", "-t", "0", CONTAINER, check=False)
     if pid_alive(state.get("moto_pid")):
         os.killpg(state["moto_pid"], signal.SIGTERM)

@@ -286,7 +286,7 @@ def test_teardown_leaves_nothing_running(site):
     assert stop.returncode == 0, stop.stdout[-4000:]
     assert not (site.state_dir / f"{HOST}-tunnel.pid").exists()
     assert http_get(f"http://127.0.0.1:{PORT}/api", timeout=2)[0] == 0
-    res = site.run("playbooks/teardown.yml", "-e", "ec2_gpu_host_terminate=true")
+    res = site.run("playbooks/teardown.yml", "-e", "ec2_gpu_host_terminate=yes")
     assert res.returncode == 0, res.stdout[-6000:]
     assert site.instances("pending", "running", "stopping", "stopped") == []
     groups = site.ec2().describe_security_groups(Filters=[{"Name": "tag:colab-gpu-runtime:owner", "Values": [OWNER]}])

@@ -154,7 +154,7 @@ def provision(server, tmp: Path, *args: str, env: dict | None = None, **override
     return proc, facts
 
 
-def teardown(server, tmp: Path, terminate: bool = False, env: dict | None = None):
+def teardown(server, tmp: Path, terminate: str = "", env: dict | None = None):
     return run_playbook(
         ROOT / "playbooks" / "teardown.yml",
         env or ansible_env(server),
@@ -267,6 +267,7 @@ class TestLifecycle:
             "colab-gpu-runtime:ssh-user": "ubuntu",
             "colab-gpu-runtime:access": "ssh",
             "colab-gpu-runtime:market": "spot",
+            "colab-gpu-runtime:created-by": "arn:aws:sts::123456789012:user/moto",
         }
         assert inst["MetadataOptions"]["HttpTokens"] == "required"
         assert inst["MetadataOptions"]["HttpEndpoint"] == "enabled"
@@ -394,35 +395,23 @@ class TestLifecycle:
 
     def test_teardown_terminate_cleans_up_only_ours(self, world):
         client = world["client"]
-        # A persistent spot request of ours must be cancelled, or AWS would replace the instance.
+        # Another runtime of the same owner (another Name): not this runtime's, left alone.
         image = client.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
-        request = client.request_spot_instances(
-            InstanceCount=1, Type="persistent", LaunchSpecification={"ImageId": image, "InstanceType": "g4dn.xlarge"}
-        )["SpotInstanceRequests"][0]
-        spot_instance = client.describe_spot_instance_requests(
-            SpotInstanceRequestIds=[request["SpotInstanceRequestId"]]
-        )["SpotInstanceRequests"][0]["InstanceId"]
-        client.create_tags(
-            Resources=[spot_instance],
-            Tags=[{"Key": "Name", "Value": f"{NAME}-spot"}, {"Key": PROJECT_TAG, "Value": "colab-gpu-runtime"},
-                  {"Key": OWNER_TAG, "Value": OWNER}],
-        )  # fmt: skip
+        other_runtime = client.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": "Name", "Value": f"{NAME}-2"}, {"Key": PROJECT_TAG, "Value": "colab-gpu-runtime"},
+                {"Key": OWNER_TAG, "Value": OWNER}]}],
+        )["Instances"][0]["InstanceId"]  # fmt: skip
 
-        proc = teardown(world["server"], world["tmp"], terminate=True)
+        proc = teardown(world["server"], world["tmp"], terminate=self.state["instance_id"])
         ok(proc)
         states = {i["InstanceId"]: i["State"]["Name"] for i in instances(client, include_terminated=True)}
         assert states[self.state["instance_id"]] == "terminated"
-        assert states[spot_instance] == "terminated"
+        assert states[other_runtime] == "running"
         assert all(states[s] == "running" for s in world["strangers"])
-        # moto drops a cancelled request; AWS shows it as "cancelled". Either way it is no longer live.
-        live = [
-            r["SpotInstanceRequestId"]
-            for r in client.describe_spot_instance_requests()["SpotInstanceRequests"]
-            if r["State"] in ("open", "active", "disabled")
-        ]
-        assert live == []
         left = leftovers(client)
-        assert sorted(left["instances"]) == sorted(world["strangers"])
+        assert sorted(left["instances"]) == sorted(world["strangers"] + [other_runtime])
         assert (left["security_groups"], left["key_pairs"], left["launch_templates"]) == ([], [], [])
         # The private key on the controller is the user's and stays.
         assert (world["tmp"] / "keys" / "id_ed25519").exists()

@@ -13,6 +13,10 @@ valid resource type there). amazon.aws.ec2_launch_template compares that data to
 whether a new version is needed, so against plain moto the second run would add a version
 that AWS would not. The hook drops those entries from DescribeLaunchTemplateVersions answers.
 
+With COLAB_TEST_EC2_SPOT_INTERRUPTED (a JSON list of instance ids) DescribeInstances shows those
+instances as spot instances that AWS stopped (lifecycle "spot", state reason
+Server.SpotInstanceShutdown), which moto cannot produce.
+
 COLAB_TEST_EC2_FAULTS is a JSON list of rules, first match wins:
     [{"type": "g4dn.xlarge", "market": "on-demand", "code": "InsufficientInstanceCapacity"}]
 "type" and "market" ("spot" | "on-demand") are optional filters. A launch counts as spot
@@ -31,6 +35,7 @@ import time
 
 _FAULTS = os.environ.get("COLAB_TEST_EC2_FAULTS")
 _LOG = os.environ.get("COLAB_TEST_EC2_CALL_LOG")
+_INTERRUPTED = os.environ.get("COLAB_TEST_EC2_SPOT_INTERRUPTED")
 _real_sleep = time.sleep
 
 
@@ -93,6 +98,18 @@ def _drop_template_own_tags(parsed, **_kwargs):
             data.pop("TagSpecifications", None)
 
 
+def _show_spot_interruptions(parsed, **_kwargs):
+    interrupted = set(json.loads(_INTERRUPTED or "[]"))
+    for reservation in (parsed or {}).get("Reservations", []):
+        for instance in reservation.get("Instances", []):
+            if instance.get("InstanceId") in interrupted:
+                instance["InstanceLifecycle"] = "spot"
+                instance["StateReason"] = {
+                    "Code": "Server.SpotInstanceShutdown",
+                    "Message": "Server.SpotInstanceShutdown: Spot instance shutdown (injected by the test double)",
+                }
+
+
 def _install() -> None:
     import botocore.session
 
@@ -104,12 +121,14 @@ def _install() -> None:
             client.meta.events.register("before-parameter-build.ec2.RunInstances", _decide)
             client.meta.events.register("before-call.ec2.RunInstances", _answer)
             client.meta.events.register("after-call.ec2.DescribeLaunchTemplateVersions", _drop_template_own_tags)
+            if _INTERRUPTED:
+                client.meta.events.register("after-call.ec2.DescribeInstances", _show_spot_interruptions)
         return client
 
     botocore.session.Session.create_client = create_client
 
 
-if _FAULTS is not None or _LOG:
+if _FAULTS is not None or _LOG or _INTERRUPTED:
     try:
         _install()
     except ImportError:  # a Python without botocore (e.g. a tool in the same environment)

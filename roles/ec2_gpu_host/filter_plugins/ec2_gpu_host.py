@@ -5,6 +5,9 @@
 ec2_gpu_host_running picks the owner's running instance out of the aws_ec2 inventory, so a
 re-run does not describe again what the inventory has just described.
 
+ec2_gpu_host_caller_principal turns the caller's STS ARN into the identity recorded on what
+the project creates (tag colab-gpu-runtime:created-by) and compared before anything is changed.
+
 ansible.utils' ipaddr needs the netaddr library, which the controller does not otherwise
 need; Python's ipaddress module gives an exact answer with no extra dependency.
 """
@@ -12,6 +15,21 @@ need; Python's ipaddress module gives an exact answer with no extra dependency.
 from __future__ import annotations
 
 import ipaddress
+import re
+
+# botocore names a session it assumes for a profile's role_arn "botocore-session-<epoch>", so
+# the same person has a new ARN on every login; such sessions count as their role.
+_GENERATED_SESSION = re.compile(r"^(arn:[^:]+:sts::[0-9]+:assumed-role/[^/]+)/botocore-session-[0-9]+$")
+
+
+def ec2_gpu_host_caller_principal(arn):
+    """The caller's ARN, with a session name that botocore generated replaced by "*".
+
+    "arn:aws:sts::1:assumed-role/Dev/botocore-session-1733050000" -> "arn:aws:sts::1:assumed-role/Dev/*";
+    users, SSO sessions (named after the person) and named sessions are kept as they are.
+    """
+    text = str(arn or "").strip()
+    return _GENERATED_SESSION.sub(r"\1/*", text)
 
 
 def ec2_gpu_host_cidr_info(value):
@@ -58,9 +76,16 @@ def ec2_gpu_host_running(hosts_vars, region, tags):
     return found
 
 
+def ec2_gpu_host_resource(described, kind, name_key):
+    """{kind, name, tags} of one described resource, as tasks/creator.yml checks it."""
+    return {"kind": kind, "name": described.get(name_key, ""), "tags": described.get("tags") or {}}
+
+
 class FilterModule:
     def filters(self):
         return {
+            "ec2_gpu_host_caller_principal": ec2_gpu_host_caller_principal,
             "ec2_gpu_host_cidr_info": ec2_gpu_host_cidr_info,
+            "ec2_gpu_host_resource": ec2_gpu_host_resource,
             "ec2_gpu_host_running": ec2_gpu_host_running,
         }
