@@ -140,7 +140,10 @@ def _local_address(request) -> tuple[str, int] | None:
     address = sock.getsockname()
     if not isinstance(address, tuple) or len(address) < 2:
         return None  # e.g. a Unix socket: no host and port a Host header could name
-    return address[0], address[1]
+    ip = ipaddress.ip_address(address[0].split("%")[0])
+    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; their Host names a.b.c.d.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip), address[1]
 
 
 def proxy_target_refusal(request, auth_url: str) -> tuple[int, str] | None:
@@ -163,7 +166,7 @@ def proxy_target_refusal(request, auth_url: str) -> tuple[int, str] | None:
     if port is None:
         port = 443 if request.protocol == "https" else 80
     names = {local_ip}
-    if ipaddress.ip_address(local_ip.split("%")[0]).is_loopback:
+    if ipaddress.ip_address(local_ip).is_loopback:
         names.add("localhost")
     if host.strip("[]") not in names or port != local_port:
         return 403, (
@@ -175,7 +178,7 @@ def proxy_target_refusal(request, auth_url: str) -> tuple[int, str] | None:
         target = urllib.parse.urlsplit(auth_url)
         if (target.scheme, target.netloc.lower()) != (request.protocol, request.host.lower()):
             # Only the origin is shown: the rest of the auth URL carries the token.
-            shown = f"{target.scheme}://{target.netloc}" if target.scheme else repr(auth_url[:40])
+            shown = f"{target.scheme}://{target.netloc}" if target.scheme else "a URL without a scheme"
             return 400, (
                 f"Refused: {AUTH_URL_ARGUMENT} must be on this runtime's origin "
                 f"({request.protocol}://{request.host}), not {shown}. "
