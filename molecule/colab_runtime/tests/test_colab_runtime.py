@@ -88,10 +88,11 @@ print(json.dumps({
     "lock": open("/opt/colab-runtime/constraints.txt").read(),
     "prefix": sorted(os.listdir("%(prefix)s")),
     "uv": uv(),
-    # The image has python3 and ca-certificates but no pip: apt may only have added pip's wheel.
-    "apt_installed": sorted(p.split()[0].split(":")[0] for line in open("/var/log/apt/history.log")
-                            if line.startswith("Install: ") for p in line[9:].split("), ") if p)
-                     if os.path.exists("/var/log/apt/history.log") else [],
+    # The image has python3 and ca-certificates but no pip: what was apt asked to install?
+    "apt_requested": sorted(w.split("=")[0] for line in open("/var/log/apt/history.log")
+                            if line.startswith("Commandline: ") and " install " in line
+                            for w in line.split(" install ", 1)[1].split() if not w.startswith("-"))
+                      if os.path.exists("/var/log/apt/history.log") else [],
     "dpkg_python3_venv": run("dpkg-query", "--show", "--showformat=${db:Status-Status}", "python3-venv"),
 }))
 """ % {"port": PORT, "service": SERVICE, "token": TOKEN_FILE, "config": CONFIG_FILE, "prefix": PREFIX,
@@ -207,7 +208,8 @@ def test_no_installer_venv_and_only_pips_wheel_from_apt(facts):
     # distribution's pip wheel that fetched uv (the image has no pip).
     assert "installer" not in facts["prefix"]
     assert facts["dpkg_python3_venv"] != "installed"
-    assert facts["apt_installed"] == ["python3-pip-whl"]
+    # python3-apt (and what it needs) is what Ansible's apt module installs for itself.
+    assert [p for p in facts["apt_requested"] if p != "python3-apt"] == ["python3-pip-whl"], facts["apt_requested"]
 
 
 def test_web_ui_stack_not_installed(facts):
