@@ -32,8 +32,8 @@ $(STAMP): requirements.txt requirements.yml
 venv: $(STAMP) ## Create .venv with the pinned Python packages and check the collections
 
 .PHONY: sysdeps
-sysdeps: ## Install missing system packages (podman, runc, debootstrap, OpenSSH, autossh)
-	@scripts/ensure-system-deps.sh podman runc debootstrap ssh ssh-keygen sshd autossh ss curl
+sysdeps: ## Install missing system packages (podman, runc, debootstrap, OpenSSH)
+	@scripts/ensure-system-deps.sh podman runc debootstrap ssh ssh-keygen sshd ss curl
 
 .PHONY: images
 images: sysdeps ## Build or load the Debian 12/13 test-host images

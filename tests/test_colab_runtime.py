@@ -8,17 +8,20 @@ the browser's port), with roles/colab_tunnel/files/colab_client.py speaking both
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import statistics
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+import websocket
 import colab_client
 from colab_client import COLAB_ORIGIN, FLOWS, ColabClient, ColabProtocolError, check_flows
 from substrate import (
@@ -299,6 +302,85 @@ def test_service_comes_back_after_kill_and_keeps_notebooks(runtime):
     assert json.loads(body)["type"] == "notebook"
 
 
+OTHER_SERVICE_PORT = 6006  # where TensorBoard listens by default
+
+
+@pytest.fixture(scope="module")
+def other_loopback_service(runtime):
+    """A second HTTP server on the host's loopback only (like TensorBoard, Ray or vLLM): it lists /etc."""
+    pid = runtime.host.exec("sh", "-c", f"nohup python3 -m http.server {OTHER_SERVICE_PORT} --bind 127.0.0.1 "
+                            "--directory /etc >/dev/null 2>&1 & echo $!").stdout.strip()  # fmt: skip
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {OTHER_SERVICE_PORT}), 1)"
+    deadline = time.monotonic() + 30
+    while runtime.host.exec("python3", "-c", probe, check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the second loopback server did not start"
+        time.sleep(0.2)
+    yield OTHER_SERVICE_PORT
+    runtime.host.exec("kill", pid, check=False)
+
+
+def http_over_ws_attempt(runtime, host_header: str, auth_netloc: str, path: str = "/http_over_websocket"):
+    """Open the extension's websocket with a chosen Host header and auth URL; proxy one GET of /.
+
+    Returns ("handshake", HTTP status, body) when the handshake is refused, else
+    ("proxied", status of the proxied answer, its body).
+    """
+    auth_url = f"http://{auth_netloc}/?token={runtime.token}"
+    query = urllib.parse.urlencode({"min_version": "0.0.7", "jupyter_http_over_ws_auth_url": auth_url})
+    try:
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{runtime.port}{path}?{query}", host=host_header, origin=COLAB_ORIGIN, timeout=15
+        )
+    except websocket.WebSocketBadStatusException as err:
+        return "handshake", err.status_code, (err.resp_body or b"").decode("utf-8", "replace")
+    try:
+        ws.send(json.dumps({"message_id": "1", "method": "GET", "path": "/"}))
+        frames = [json.loads(ws.recv())]
+        while not frames[-1].get("done"):
+            frames.append(json.loads(ws.recv()))
+    finally:
+        ws.close()
+    body = b"".join(base64.b64decode(f["data"]) for f in frames if f.get("data"))
+    return "proxied", frames[0]["status"], body.decode("utf-8", "replace") or frames[0].get("statusText", "")
+
+
+def test_proxy_cannot_be_steered_to_another_loopback_service(runtime, other_loopback_service):
+    other = f"localhost:{other_loopback_service}"
+    kind, status, body = http_over_ws_attempt(runtime, other, other)
+    # Without the pin the extension answers with the other server's page (a listing of /etc).
+    assert "passwd" not in body
+    assert (kind, status) == ("handshake", 403), body
+    assert re.search(rf"Refused: the Host header '{other}' does not name this runtime \(http://127\.0\.0\.1:{runtime.port}\)", body)
+    # The extension's websocket proxy is pinned the same way.
+    kind, status, body = http_over_ws_attempt(runtime, other, other, path="/http_over_websocket/proxied_ws/api/events/subscribe")
+    assert (kind, status) == ("handshake", 403), body
+    assert runtime.token not in body
+    # A Host with this runtime's port but another name is refused as well.
+    kind, status, _ = http_over_ws_attempt(runtime, f"example.com:{runtime.port}", f"example.com:{runtime.port}")
+    assert (kind, status) == ("handshake", 403)
+    # Colab's own flow is unaffected, with either name of the loopback address.
+    for name in ("localhost", "127.0.0.1"):
+        kind, status, body = http_over_ws_attempt(runtime, f"{name}:{runtime.port}", f"{name}:{runtime.port}")
+        assert (kind, status) == ("proxied", 200), body
+        assert "Jupyter Server" in body
+    with ColabClient(runtime.url, None, flow="http_over_ws") as client:
+        assert client.execute("print(6*7)") == "42\n"
+
+
+def test_auth_url_on_another_origin_is_refused_with_a_message(runtime, other_loopback_service):
+    kind, status, body = http_over_ws_attempt(runtime, f"localhost:{runtime.port}", f"localhost:{other_loopback_service}")
+    # Before: a 500 "Uncaught server-side exception" frame for every request.
+    assert (kind, status) == ("handshake", 400), body
+    assert (
+        f"Refused: jupyter_http_over_ws_auth_url must be on this runtime's origin (http://localhost:{runtime.port}), "
+        f"not http://localhost:{other_loopback_service}. Use the connection URL the runtime printed"
+    ) in body
+    assert runtime.token not in body
+    journal = runtime.host.exec("journalctl", "-u", SERVICE, "--no-pager").stdout
+    assert "jupyter_http_over_ws_auth_url must be on this runtime's origin" in journal
+    assert runtime.token not in journal
+
+
 BAD_INPUTS = [
     ({"colab_runtime_port": 70000}, r"colab_runtime_port=70000 is not a TCP port: use a number from 1 to 65535"),
     ({"colab_runtime_port": 0}, r"colab_runtime_port=0 is not a TCP port"),
@@ -307,6 +389,10 @@ BAD_INPUTS = [
     ({"colab_runtime_flows": ["http_over_ws", "carrier_pigeon"]},
      r"colab_runtime_flows must be one or more of: http_over_ws, direct\. Got no match for: carrier_pigeon"),
     ({"colab_runtime_installer": "conda"}, r"colab_runtime_installer must be one of: uv, pip, got: conda"),
+    ({"colab_runtime_data_dir": "/var"},
+     r"colab_runtime_data_dir=/var would be handed to the service account \(colab\) as its own directory, but it is a system"),
+    ({"colab_runtime_extra_index_urls": ["http://mirror.example.com/simple"]},
+     r"The package index http://mirror\.example\.com/simple uses plain http: .* set colab_runtime_allow_insecure_index=true"),
 ]  # fmt: skip
 
 

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -60,6 +57,16 @@ COOKIE_FORWARDING = {
     for cls in ("ProxiedSocketHandlerTestBaseHttpTest", "ProxiedSocketHandlerTestBaseHttpsTest")
 }
 
+# The 4 tests that expect an auth URL on another origin to pass the websocket handshake and then
+# fail each request with 500 "Uncaught server-side exception". The compat module refuses such a
+# handshake at once with a 400 that says why (it also pins the proxy to the runtime's own address;
+# tests/test_colab_runtime.py shows both on a host), so the suite's client gets "HTTP 400".
+CROSS_ORIGIN_AUTH_URL = {
+    f"handlers_test.{cls}.test_auth_url_cross_domain_fails"
+    for cls in ("HttpOverWebSocketHandlerHttpTest", "HttpOverWebSocketHandlerHttpsTest",
+                "ProxiedSocketHandlerTestBaseHttpTest", "ProxiedSocketHandlerTestBaseHttpsTest")
+}  # fmt: skip
+
 
 def role_vars() -> dict:
     return {
@@ -85,17 +92,22 @@ def role_excludes(web_ui: bool) -> list[str]:
 
 
 def role_uv() -> Path:
-    """The uv binary the role installs: its pinned wheel for this CPU, checked by SHA-256."""
+    """The uv binary the role installs: fetched by pip with the role's SHA-256 pins (--require-hashes)."""
     variables = role_vars()
     version = variables["colab_runtime_uv_version"]
-    wheel = variables["__colab_runtime_uv_wheels"][version][platform.machine()]
+    pins = variables["__colab_runtime_uv_wheel_pins"][version].values()
     uv = CACHE / f"uv-{version}" / "uv"
     if not uv.exists():
-        with urllib.request.urlopen(wheel["url"], timeout=120) as resp:
-            data = resp.read()
-        assert hashlib.sha256(data).hexdigest() == wheel["sha256"], wheel["url"]
         uv.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        requirement = uv.parent / "uv.txt"
+        requirement.write_text(" ".join([f"uv=={version}", *(f"--hash=sha256:{h}" for h in pins)]) + "\n")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--require-hashes",
+             "--dest", str(uv.parent), "--requirement", str(requirement)],
+            check=True, timeout=300,
+        )  # fmt: skip
+        wheel = next(uv.parent.glob(f"uv-{version}-*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
             member = next(n for n in archive.namelist() if n.endswith(".data/scripts/uv"))
             (uv.parent / "uv.tmp").write_bytes(archive.read(member))
         (uv.parent / "uv.tmp").chmod(0o755)
@@ -216,18 +228,23 @@ def test_upstream_suite_passes_on_shipped_stack(stack, upstream_venv, suite_dir)
     assert tuple(int(p) for p in result["versions"]["tornado"].split(".")[:2]) >= (6, 5)
 
     assert result["total"] == 70
-    assert result["errors"] == {}
+    assert set(result["errors"]) == CROSS_ORIGIN_AUTH_URL, {t: tb[-600:] for t, tb in result["errors"].items()}
+    for test_id, trace in result["errors"].items():
+        assert re.search(r"HTTPClientError: HTTP 400: Bad Request", trace), trace[-600:]
     unexpected = set(result["failures"]) - CHUNK_COALESCING
     assert not unexpected, {t: result["failures"][t][-600:] for t in unexpected}
     for test_id, trace in result["failures"].items():
         # Complete data, merged into the first frame; nothing lost or reordered.
         assert re.search(r"'first' != 'firstlast'", trace), trace[-600:]
-    assert len(result["passed"]) >= 68
+    assert len(result["passed"]) >= 64
     assert COOKIE_FORWARDING <= set(result["passed"])
 
 
 def test_suite_detects_the_cookie_bug_without_the_fix(upstream_venv, suite_dir):
-    """Control: the same suite without the cookie fix fails exactly the cookie-forwarding tests."""
+    """Control: the same suite without the cookie fix fails exactly the cookie-forwarding tests.
+
+    Without the proxy pin as well: the cross-origin tests then pass the way upstream expects.
+    """
     result = run_suite(upstream_venv, suite_dir, "--without-cookie-fix")
     assert result["total"] == 70
     not_passed = set(result["failures"]) | set(result["errors"])

@@ -88,8 +88,11 @@ print(json.dumps({
     "lock": open("/opt/colab-runtime/constraints.txt").read(),
     "prefix": sorted(os.listdir("%(prefix)s")),
     "uv": uv(),
-    # The image has python3 and ca-certificates: apt must not have run (no package lists fetched).
-    "apt_lists": sorted(f for f in os.listdir("/var/lib/apt/lists") if f not in ("lock", "partial")),
+    # The image has python3 and ca-certificates but no pip: what was apt asked to install?
+    "apt_requested": sorted(w.split("=")[0] for line in open("/var/log/apt/history.log")
+                            if line.startswith("Commandline: ") and " install " in line
+                            for w in line.split(" install ", 1)[1].split() if not w.startswith("-"))
+                      if os.path.exists("/var/log/apt/history.log") else [],
     "dpkg_python3_venv": run("dpkg-query", "--show", "--showformat=${db:Status-Status}", "python3-venv"),
 }))
 """ % {"port": PORT, "service": SERVICE, "token": TOKEN_FILE, "config": CONFIG_FILE, "prefix": PREFIX,
@@ -191,20 +194,22 @@ def test_stack_matches_lock(facts):
 
 def test_uv_is_the_pinned_binary(facts):
     uv = facts["uv"]
-    pinned = ROLE_VARS["__colab_runtime_uv_wheels"][UV_VERSION][uv["arch"]]
+    pinned = ROLE_VARS["__colab_runtime_uv_wheel_pins"][UV_VERSION][uv["arch"]]
     assert uv["version"].startswith(f"uv {UV_VERSION} "), uv["version"]
-    # The wheel kept next to it is the pinned one, and the binary is exactly the one inside it.
-    assert uv["wheels"] == [pinned["url"].rsplit("/", 1)[1]]
-    assert uv["wheel_sha256"] == pinned["sha256"]
+    # The wheel pip fetched, kept next to it, is the pinned one, and the binary is exactly the one inside it.
+    assert len(uv["wheels"]) == 1, uv["wheels"]
+    assert uv["wheel_sha256"] == pinned
     assert uv["binary_sha256"] == uv["wheel_uv_sha256"]
     assert uv["mode"] == 0o755
 
 
-def test_no_installer_venv_and_no_apt_run(facts):
-    # uv comes as a bare binary: no bootstrap venv with pip, no python3-venv, no apt update.
+def test_no_installer_venv_and_only_pips_wheel_from_apt(facts):
+    # uv comes as a bare binary: no bootstrap venv with pip, no python3-venv; apt added only the
+    # distribution's pip wheel that fetched uv (the image has no pip).
     assert "installer" not in facts["prefix"]
     assert facts["dpkg_python3_venv"] != "installed"
-    assert facts["apt_lists"] == []
+    # python3-apt (and what it needs) is what Ansible's apt module installs for itself.
+    assert [p for p in facts["apt_requested"] if p != "python3-apt"] == ["python3-pip-whl"], facts["apt_requested"]
 
 
 def test_web_ui_stack_not_installed(facts):

@@ -7,7 +7,8 @@ Installed next to the Jupyter stack by the colab_runtime role and used in two wa
   in 2020) imports two Notebook 6 modules that Notebook 7 / jupyter_server 2 no longer have
   (the role installs it without the Notebook package unless the web UI is wanted: those two
   modules are all it uses), and forwards cookies in a header that tornado >= 6.5 rejects. Both
-  are fixed here instead of pinning old, vulnerable releases.
+  are fixed here instead of pinning old, vulnerable releases. It also forwards to whatever
+  address the client's Host header names: here it forwards to the runtime itself only.
 * As a jupyter_server extension (``ServerApp.jpserver_extensions``) it applies the runtime
   tweaks configured under ``c.ColabRuntime``: TCP_NODELAY on websocket streams and the
   Private Network Access answer on CORS preflights.
@@ -16,15 +17,17 @@ Installed next to the Jupyter stack by the colab_runtime role and used in two wa
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import re
 import sys
 import types
+import urllib.parse
 
 from traitlets import Bool
 from traitlets.config import Configurable
 
-__version__ = "1.1.0"
+__version__ = "1.2.0"
 
 # Paths of the Notebook 6 modules jupyter_http_over_ws imports -> jupyter_server replacements.
 _NOTEBOOK_ALIASES = {
@@ -125,14 +128,100 @@ def _public_handshake(handler_class) -> None:
     handler_class.get = public_get
 
 
+AUTH_URL_ARGUMENT = "jupyter_http_over_ws_auth_url"
+
+
+def _local_address(request) -> tuple[str, int] | None:
+    """The IP address and port this request's connection reached (the server's own socket)."""
+    stream = getattr(getattr(request, "connection", None), "stream", None)
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return None
+    address = sock.getsockname()
+    if not isinstance(address, tuple) or len(address) < 2:
+        return None  # e.g. a Unix socket: no host and port a Host header could name
+    ip = ipaddress.ip_address(address[0].split("%")[0])
+    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; their Host names a.b.c.d.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip), address[1]
+
+
+def proxy_target_refusal(request, auth_url: str) -> tuple[int, str] | None:
+    """Why jupyter_http_over_ws must not open this websocket, as (HTTP status, message), or None.
+
+    The extension sends every proxied request (and the websocket it proxies) to the Host header
+    of the handshake, and fetches the auth URL, which it only compares with that Host. A client
+    that names another port (``Host: localhost:6006``) would make the server its proxy to any
+    loopback service on the machine: TensorBoard, Ray, vLLM, ... So the Host must name the
+    address and port this connection reached, and the auth URL must be on that same origin.
+    """
+    from tornado.httputil import split_host_and_port
+
+    local = _local_address(request)
+    if local is None:
+        return 403, "Refused: this connection's local address is unknown, so the proxy target cannot be checked."
+    local_ip, local_port = local
+    own = f"{request.protocol}://{'[%s]' % local_ip if ':' in local_ip else local_ip}:{local_port}"
+    host, port = split_host_and_port(request.host.lower())
+    if port is None:
+        port = 443 if request.protocol == "https" else 80
+    names = {local_ip}
+    if ipaddress.ip_address(local_ip).is_loopback:
+        names.add("localhost")
+    if host.strip("[]") not in names or port != local_port:
+        return 403, (
+            f"Refused: the Host header {request.host!r} does not name this runtime ({own}); "
+            "jupyter_http_over_ws forwards requests only to the runtime itself. "
+            f"Connect to the runtime's own address and port, e.g. {request.protocol}://localhost:{local_port}/."
+        )
+    if auth_url:
+        target = urllib.parse.urlsplit(auth_url)
+        if (target.scheme, target.netloc.lower()) != (request.protocol, request.host.lower()):
+            # Only the origin is shown: the rest of the auth URL carries the token.
+            shown = f"{target.scheme}://{target.netloc}" if target.scheme else "a URL without a scheme"
+            return 400, (
+                f"Refused: {AUTH_URL_ARGUMENT} must be on this runtime's origin "
+                f"({request.protocol}://{request.host}), not {shown}. "
+                "Use the connection URL the runtime printed, with the same host and port."
+            )
+    return None
+
+
+def _pin_proxy_target(handler_class) -> None:
+    """Refuse, in the websocket handshake, what proxy_target_refusal refuses (a 4xx answer).
+
+    Without this, a foreign auth URL surfaces as "500 Uncaught server-side exception" on the
+    first proxied request, and a foreign Host is proxied to.
+    """
+    get = handler_class.get
+    if getattr(get, "__colab_runtime_pinned__", False):
+        return
+
+    @functools.wraps(get)
+    async def pinned_get(self, *args, **kwargs):
+        refusal = proxy_target_refusal(self.request, self.get_argument(AUTH_URL_ARGUMENT, default=""))
+        if refusal is not None:
+            status, message = refusal
+            self.log.warning("jupyter_http_over_ws handshake: %s", message)
+            self.set_status(status)
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish(message + "\n")
+            return None
+        return await get(self, *args, **kwargs)
+
+    pinned_get.__colab_runtime_pinned__ = True
+    handler_class.get = pinned_get
+
+
 def patch_http_over_ws() -> None:
-    """Make jupyter_http_over_ws 0.0.8 import and proxy correctly on the current stack."""
+    """Make jupyter_http_over_ws 0.0.8 import and proxy correctly and safely on the current stack."""
     install_notebook_aliases()
     from jupyter_http_over_ws import handlers
 
     fetch = handlers._perform_request_and_extract_cookies
     if not getattr(fetch, "__colab_runtime_patched__", False):
         handlers._perform_request_and_extract_cookies = _strip_cookie_header(fetch)
+    _pin_proxy_target(handlers._WebSocketHandlerBase)
     _public_handshake(handlers._WebSocketHandlerBase)
 
 

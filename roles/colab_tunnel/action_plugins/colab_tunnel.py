@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Action colab_tunnel: start, check or stop the supervised SSH port forward to a Colab runtime.
 
 The tunnel, its files and its supervisor all live on the controller, so this runs in-process in

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Action colab_tunnel_prove: execute a cell through the tunnel in each Colab flow.
 
 Runs the role's Colab-protocol client (files/colab_client.py) in-process on the controller: no

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 
 # Why this module exists: a no-op re-run of ~100 idempotent tasks costs ~100 SSH round trips.
 # This module answers in one round trip whether the host is still exactly as the last complete

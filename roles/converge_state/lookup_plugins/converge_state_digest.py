@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Digest of what a converge would apply: the roles' files and the settings given.
 
 Runs on the controller, in-process (milliseconds): every file of each named role (sorted by

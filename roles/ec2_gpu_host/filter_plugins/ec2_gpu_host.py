@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Filters of the ec2_gpu_host role.
 
 ec2_gpu_host_running picks the owner's running instance out of the aws_ec2 inventory, so a

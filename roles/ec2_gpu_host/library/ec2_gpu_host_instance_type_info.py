@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 
 # Why this module exists: amazon.aws 10 has no module for DescribeInstanceTypes,
 # DescribeInstanceTypeOfferings or DescribeSpotPriceHistory, and the role needs all three
