@@ -56,8 +56,6 @@ CASES = {
     "uv_unpinned_with_hash": ({"colab_runtime_uv_version": "0.1.0", "colab_runtime_uv_wheel_sha256": "ab" * 32}, None),
     "uv_bad_hash": ({"colab_runtime_uv_wheel_sha256": "abc"}, r"colab_runtime_uv_wheel_sha256=abc is not a SHA-256"),
     "uv_unpinned_pip": ({"colab_runtime_uv_version": "0.1.0", "colab_runtime_installer": "pip"}, None),
-    "retired_wheel_url": ({"colab_runtime_uv_wheel_url": "https://mirror.example.com/uv.whl"},
-                          r"colab_runtime_uv_wheel_url is no longer used: the host's pip fetches uv through its own configuration"),
 }  # fmt: skip
 
 # Computed by the role's vars from the settings; recorded for the cases named here.
