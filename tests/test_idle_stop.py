@@ -68,6 +68,8 @@ SHUTDOWN = 60
 # A terminal's atime (its last input) moves in steps of 8 s (the kernel's tty_update_time).
 TTY_ATIME_STEP = 8
 JUPYTER_PORT = 8888
+# A kernel's first websocket waits for the kernel to answer; ten hosts on 2 loaded cores: minutes.
+LOADED_TIMEOUT = 180
 TOKEN_FILE = "/etc/colab-runtime/token"
 # Not "colab-test-": other test modules remove those at session start, even while this runs.
 HOST_PREFIX = "colab-idle-test-"
@@ -339,7 +341,7 @@ def case_cell(host: RemoteHost, watch: Watch, out: Outcome, token: str) -> None:
 def case_notebook(host: RemoteHost, watch: Watch, out: Outcome, token: str) -> None:
     with colab_tunnel(host) as url:
         wait_jupyter(url, token)
-        client = ColabClient(url, token, flow="direct")
+        client = ColabClient(url, token, flow="direct", timeout=LOADED_TIMEOUT)
         with client:
             out.extra["printed"] = client.execute("print(6 * 7)")
             out.extra["kernel"] = client.kernel_id
@@ -391,9 +393,9 @@ def case_gpu(host: RemoteHost, watch: Watch, out: Outcome, token: str) -> None:
 def case_cpu(host: RemoteHost, watch: Watch, out: Outcome, token: str) -> None:
     with colab_tunnel(host) as url:
         wait_jupyter(url, token)
-        kernel_id = ColabClient(url, token, flow="direct").start_kernel()
+        kernel_id = ColabClient(url, token, flow="direct", timeout=LOADED_TIMEOUT).start_kernel()
         # A tab on a kernel that stays when the tab closes, as Colab leaves it.
-        with ColabClient(url, token, flow="direct", kernel_id=kernel_id) as client:
+        with ColabClient(url, token, flow="direct", kernel_id=kernel_id, timeout=LOADED_TIMEOUT) as client:
             client.execute(f"open('prep.py', 'w').write({PREP_PY!r})\n!nohup python3 prep.py > prep.log 2>&1 & echo $! > prep.pid")
         out.marks["active"] = time.time()
     sleep_until(max(out.marks["active"], out.boot) + LIMIT + 2 * INTERVAL)
@@ -471,7 +473,8 @@ def converge(hosts: dict[str, RemoteHost], workdir: Path, extra_vars: dict | Non
     cmd = ["-i", str(inv), str(playbook), *args]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
-    return ansible_playbook(*cmd, timeout=600)
+    # JSON results: the summary lines come out whole (the YAML format wraps long ones).
+    return ansible_playbook(*cmd, env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}, timeout=600)
 
 
 # --------------------------------------------------------------------------- the fleet

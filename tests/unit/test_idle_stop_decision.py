@@ -90,6 +90,15 @@ def test_busy_kernel_and_open_notebook_are_reasons_and_reset_the_idle_time():
     assert (later.verdict, later.idle_since, later.last_activity) == ("keep", NOW, "last seen in use")
 
 
+def test_a_negative_connection_count_is_no_open_notebook():
+    obs = observe(jupyter={
+        "status": {"last_activity": iso(NOW - HOUR)},
+        "kernels": [{"id": "k1", "execution_state": "idle", "last_activity": iso(NOW - HOUR), "connections": -1}],
+        "sessions": [],
+    })  # fmt: skip
+    assert idle_stop.decide(SETTINGS, obs, {}).verdict == "stop"
+
+
 def test_an_unreadable_jupyter_holds_for_one_limit_only():
     d = idle_stop.decide(SETTINGS, observe(jupyter=None, jupyter_error="jupyter answered HTTP 500"), {})
     assert d.verdict == "keep" and d.in_use == ("cannot tell (jupyter answered HTTP 500)",)

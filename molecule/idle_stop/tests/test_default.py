@@ -34,7 +34,8 @@ def converge(host, *extra: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
         check=False,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+        # JSON results: the summary line comes out whole (the YAML format wraps long ones).
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
     )
 
 

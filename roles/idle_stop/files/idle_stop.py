@@ -185,7 +185,8 @@ def read_jupyter(settings: Settings, answers: dict, busy: list, activity: list, 
             busy.append(f"{label} {state}")
         if kernel.get("last_activity"):
             activity.append((parse_iso(kernel["last_activity"]), f"{label} activity"))
-        connections += int(kernel.get("connections") or 0)
+        # max: jupyter_server has been seen to report -1 after a failed websocket handshake.
+        connections += max(0, int(kernel.get("connections") or 0))
     if connections:
         text = f"{connections} open kernel connection{'s' if connections != 1 else ''}"
         if settings.count_kernel_connections:
