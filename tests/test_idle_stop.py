@@ -20,6 +20,15 @@ Cases (one host each):
   shell13    the shell case on Debian 13 (no utmp there), without Jupyter.
   gpu        a GPU busy above the threshold (an nvidia-smi test double): stays up ("gpu 0 at
              97%"); once it reads 0 %, it stops one limit later.
+  cpu        a `!nohup python3 prep.py &` job started from a notebook cell, the tab closed, the
+             kernel idle, no GPU: stays up ("cpu NN% of a core"); once the job ends, it stops one
+             limit later.
+  onprem     no idle_stop_enabled and not an EC2 instance of the project: the platform default
+             is off, said in one summary line; no timer, never stops.
+
+The idle case is an EC2 instance of the project as far as the role can tell (the inventory gives
+it an instance id), so its auto-stop is on by default; the others turn it on with
+idle_stop_enabled. Only the hosts the selected tests need are started (`-k cpu` starts one).
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ import http.server
 import importlib.util
 import json
 import os
+import re
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -57,13 +68,27 @@ SHUTDOWN = 60
 # A terminal's atime (its last input) moves in steps of 8 s (the kernel's tty_update_time).
 TTY_ATIME_STEP = 8
 JUPYTER_PORT = 8888
+# A kernel's first websocket waits for the kernel to answer; ten hosts on 2 loaded cores: minutes.
+LOADED_TIMEOUT = 180
 TOKEN_FILE = "/etc/colab-runtime/token"
 # Not "colab-test-": other test modules remove those at session start, even while this runs.
 HOST_PREFIX = "colab-idle-test-"
 RUNTIME_IMAGE = "localhost/colab-idle-test-runtime"
-CASES = ("idle", "cell", "notebook", "shell", "tty", "disabled", "shell13", "gpu")
+CASES = ("idle", "cell", "notebook", "shell", "tty", "disabled", "shell13", "gpu", "cpu", "onprem")
 # Cases that need no Jupyter run on the plain test-host image of their Debian release.
-PLAIN_HOSTS = {"shell13": "trixie", "gpu": "bookworm"}
+PLAIN_HOSTS = {"shell13": "trixie", "gpu": "bookworm", "onprem": "bookworm"}
+STATUS_FILE = "/var/lib/idle-stop/status"
+NOTEBOOK_DIR = "/var/lib/colab-runtime/notebooks"
+# The notebook user's background job: 30 ms of CPU time, then 70 ms of sleep, until it is
+# killed: gentle on a shared 2-core machine, yet far above the 5% threshold even when that
+# machine is so crowded that 30 ms of CPU take 150 ms (a wall-clock duty cycle measured 3% there).
+PREP_PY = """import time
+while True:
+    busy_until = time.process_time() + 0.03
+    while time.process_time() < busy_until:
+        pass
+    time.sleep(0.07)
+"""
 
 # Test double for nvidia-smi: answers only the query idle_stop makes, with the utilisation the
 # test writes to /var/lib/nvidia-smi-test-double (one "index, percent" line per GPU; not in /run,
@@ -317,13 +342,15 @@ def case_cell(host: RemoteHost, watch: Watch, out: Outcome, token: str) -> None:
 def case_notebook(host: RemoteHost, watch: Watch, out: Outcome, token: str) -> None:
     with colab_tunnel(host) as url:
         wait_jupyter(url, token)
-        client = ColabClient(url, token, flow="direct")
+        client = ColabClient(url, token, flow="direct", timeout=LOADED_TIMEOUT)
         with client:
             out.extra["printed"] = client.execute("print(6 * 7)")
             out.extra["kernel"] = client.kernel_id
             out.marks["active"] = time.time()
             sleep_until(out.marks["active"] + LIMIT + 2 * INTERVAL)
             out.running_at_checkpoint = watch.running()
+            # What the notebook's user sees with `!cat /var/lib/idle-stop/status` in a cell.
+            out.extra["status"] = client.execute(f"print(open({STATUS_FILE!r}).read(), end='')")
             out.marks["release"] = time.time()
     out.stopped_at = watch.wait_stopped(out.marks["release"] + LIMIT + SLACK + SHUTDOWN)
 
@@ -364,6 +391,27 @@ def case_gpu(host: RemoteHost, watch: Watch, out: Outcome, token: str) -> None:
     out.stopped_at = watch.wait_stopped(out.marks["release"] + LIMIT + SLACK + SHUTDOWN)
 
 
+def case_cpu(host: RemoteHost, watch: Watch, out: Outcome, token: str) -> None:
+    with colab_tunnel(host) as url:
+        wait_jupyter(url, token)
+        kernel_id = ColabClient(url, token, flow="direct", timeout=LOADED_TIMEOUT).start_kernel()
+        # A tab on a kernel that stays when the tab closes, as Colab leaves it.
+        with ColabClient(url, token, flow="direct", kernel_id=kernel_id, timeout=LOADED_TIMEOUT) as client:
+            # `!` runs sh as the leader of a session on a pty: when sh exits at once, the hangup can
+            # reach the job before nohup has set SIGHUP aside; the sleep lets nohup get there.
+            client.execute(
+                f"open('prep.py', 'w').write({PREP_PY!r})\n"
+                "!nohup python3 prep.py > prep.log 2>&1 & echo $! > prep.pid; sleep 1"
+            )
+        out.marks["active"] = time.time()
+    sleep_until(max(out.marks["active"], out.boot) + LIMIT + 2 * INTERVAL)
+    out.running_at_checkpoint = watch.running()
+    out.extra["status"] = host.exec("cat", STATUS_FILE).stdout
+    host.exec("sh", "-c", f"kill $(cat {NOTEBOOK_DIR}/prep.pid)")
+    out.marks["release"] = time.time()
+    out.stopped_at = watch.wait_stopped(out.marks["release"] + LIMIT + SLACK + SHUTDOWN)
+
+
 def case_disabled(host: RemoteHost, watch: Watch, out: Outcome, token: str) -> None:
     # More than twice the limit: an installed timer would have stopped the host by then.
     sleep_until(out.boot + 2 * LIMIT + 2 * INTERVAL + 10)
@@ -381,11 +429,18 @@ DRIVERS = {
     "disabled": case_disabled,
     "shell13": case_shell,
     "gpu": case_gpu,
+    "cpu": case_cpu,
+    "onprem": case_disabled,
 }
+# Every case turns the auto-stop on, except: idle (on by default as an EC2 instance of the
+# project) and onprem (the platform default: off).
+ON = {"idle_stop_enabled": True}
 HOST_VARS = {
-    "tty": {"idle_stop_count_idle_tty_sessions": True},
+    "idle": {"ec2_gpu_host_instance_id": "i-0123456789abcdef0"},
+    "onprem": {},
+    "tty": {**ON, "idle_stop_count_idle_tty_sessions": True},
     # Installed with a long limit first, so that it cannot stop before its second run sets 0.
-    "disabled": {"idle_stop_limit_seconds": 3600},
+    "disabled": {**ON, "idle_stop_limit_seconds": 3600},
 }
 
 
@@ -398,7 +453,7 @@ def converge(hosts: dict[str, RemoteHost], workdir: Path, extra_vars: dict | Non
                 "idle_stop_limit_seconds": LIMIT,
                 "idle_stop_warning_seconds": WARNING,
                 "idle_stop_check_interval_seconds": INTERVAL,
-                **HOST_VARS.get(case, {}),
+                **HOST_VARS.get(case, ON),
             }
         )
         inventory["all"]["children"]["colab_gpu_hosts"]["hosts"][case] = entry
@@ -424,22 +479,44 @@ def converge(hosts: dict[str, RemoteHost], workdir: Path, extra_vars: dict | Non
     cmd = ["-i", str(inv), str(playbook), *args]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
-    return ansible_playbook(*cmd, timeout=600)
+    # JSON results: the summary lines come out whole (the YAML format wraps long ones).
+    return ansible_playbook(*cmd, env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}, timeout=600)
 
 
 # --------------------------------------------------------------------------- the fleet
+# The hosts each test reads (tests not listed need none).
+CASES_OF_TEST = {
+    "test_role_converges_and_a_second_run_disables": ("idle", "disabled"),
+    "test_platform_default_is_on_for_the_projects_ec2_hosts_and_off_elsewhere": ("idle", "onprem"),
+    "test_idle_host_with_a_forgotten_tunnel_powers_off_after_the_limit": ("idle",),
+    "test_running_cell_without_a_browser_keeps_the_host_up": ("cell",),
+    "test_open_notebook_connection_keeps_the_host_up": ("notebook",),
+    "test_typing_in_a_terminal_keeps_the_host_up_and_an_idle_one_is_warned": ("shell", "shell13"),
+    "test_counted_idle_tty_session_keeps_the_host_up_until_logout": ("tty",),
+    "test_busy_gpu_keeps_the_host_up": ("gpu",),
+    "test_notebook_users_cpu_job_keeps_the_host_up": ("cpu",),
+    "test_limit_zero_removes_the_timer_and_never_stops": ("disabled",),
+}
+
+
+def selected_cases(session) -> tuple[str, ...]:
+    wanted = {case for item in session.items for case in CASES_OF_TEST.get(item.originalname, ())}
+    return tuple(case for case in CASES if case in wanted)
+
+
 @pytest.fixture(scope="module")
-def fleet(bookworm_image, ssh_key, tmp_path_factory):
-    """Builds the hosts, installs idle_stop, reboots them and runs every case at once."""
+def fleet(bookworm_image, ssh_key, tmp_path_factory, request):
+    """Builds the hosts, installs idle_stop, reboots them and runs every selected case at once."""
+    cases = selected_cases(request.session)
     workdir = tmp_path_factory.mktemp("idle_stop")
     t_start = time.time()
     image = runtime_image(bookworm_image, ssh_key, workdir)
     timings = {"image": time.time() - t_start}
     hosts: dict[str, RemoteHost] = {}
     watches: list[Watch] = []
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(CASES))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(cases))
     try:
-        images = {case: substrate.testhost_image(PLAIN_HOSTS[case]) if case in PLAIN_HOSTS else image for case in CASES}
+        images = {case: substrate.testhost_image(PLAIN_HOSTS[case]) if case in PLAIN_HOSTS else image for case in cases}
         futures = {
             case: pool.submit(
                 RemoteHost.start,
@@ -447,17 +524,19 @@ def fleet(bookworm_image, ssh_key, tmp_path_factory):
                 key_path=ssh_key,
                 name=f"{HOST_PREFIX}{case}-{uuid.uuid4().hex[:6]}",
             )
-            for case in CASES
+            for case in cases
         }
         for case, fut in futures.items():
             hosts[case] = fut.result()
         # The runtime image holds one token for all its hosts.
-        token = hosts["idle"].exec("cat", TOKEN_FILE).stdout.strip()
-        gpu = hosts["gpu"]
-        gpu.exec("sh", "-c", f"cat > /usr/local/bin/nvidia-smi <<'EOF'\n{NVIDIA_SMI_TEST_DOUBLE}EOF\n")
-        gpu.exec(
-            "sh", "-c", "chmod 755 /usr/local/bin/nvidia-smi && printf '0, 97\\n' > /var/lib/nvidia-smi-test-double"
-        )
+        runtime_hosts = [hosts[case] for case in cases if case not in PLAIN_HOSTS]
+        token = runtime_hosts[0].exec("cat", TOKEN_FILE).stdout.strip() if runtime_hosts else ""
+        if "gpu" in hosts:
+            gpu = hosts["gpu"]
+            gpu.exec("sh", "-c", f"cat > /usr/local/bin/nvidia-smi <<'EOF'\n{NVIDIA_SMI_TEST_DOUBLE}EOF\n")
+            gpu.exec(
+                "sh", "-c", "chmod 755 /usr/local/bin/nvidia-smi && printf '0, 97\\n' > /var/lib/nvidia-smi-test-double"
+            )
         timings["hosts"] = time.time() - t_start
 
         first = converge(hosts, workdir)
@@ -467,7 +546,7 @@ def fleet(bookworm_image, ssh_key, tmp_path_factory):
             yield {"setup": setup, "outcomes": {}, "timings": timings}
             return
 
-        outcomes = {case: Outcome() for case in CASES}
+        outcomes = {case: Outcome() for case in cases}
 
         def drive(case: str) -> None:
             out, host, watch = outcomes[case], hosts[case], None
@@ -489,7 +568,7 @@ def fleet(bookworm_image, ssh_key, tmp_path_factory):
                     out.stopped_at = watch.stopped_at
                     out.lines = list(watch.lines)
 
-        list(pool.map(drive, CASES))
+        list(pool.map(drive, cases))
         timings["cases"] = time.time() - t_start
         print("\nidle_stop fleet timings (s since start):", {k: round(v, 1) for k, v in timings.items()})
         for case, out in outcomes.items():
@@ -546,7 +625,7 @@ def test_role_converges_and_a_second_run_disables(fleet):
     assert f"SUMMARY idle auto-stop after {LIMIT} s" in setup["first"].stdout
     assert "second" in setup, "the first converge failed"
     assert setup["second"].returncode == 0, setup["second"].stdout[-6000:]
-    assert "SUMMARY idle auto-stop disabled" in setup["second"].stdout
+    assert "SUMMARY idle auto-stop disabled (limit 0)" in setup["second"].stdout
 
 
 def test_idle_host_with_a_forgotten_tunnel_powers_off_after_the_limit(fleet):
@@ -576,6 +655,10 @@ def test_open_notebook_connection_keeps_the_host_up(fleet):
     assert out.running_at_checkpoint, f"stopped with a notebook open: {show(out)}"
     late = out.lines_between(out.marks["active"] + LIMIT, out.marks["release"])
     assert any(line.startswith("busy:") and "1 open kernel connection" in line for line in late), show(out)
+    # The notebook itself can read what idle-stop sees, and what it will do.
+    status = str(out.extra["status"])
+    assert "state:        in use\nin use by:    1 open kernel connection" in status, status
+    assert f"planned stop: none while in use; it powers the host off after {LIMIT}s without use" in status, status
     assert_stopped_one_limit_after_release(out)
 
 
@@ -609,6 +692,44 @@ def test_busy_gpu_keeps_the_host_up(fleet):
     assert any(line.startswith("busy:") and "gpu 0 at 97% > 10%" in line for line in late), show(out)
     assert_stopped_one_limit_after_release(out)
     assert "gpu 0:0%" in out.lines[-2][1], show(out)
+
+
+def test_notebook_users_cpu_job_keeps_the_host_up(fleet):
+    out = outcome(fleet, "cpu")
+    assert out.running_at_checkpoint, f"stopped while the notebook's job used the CPU: {show(out)}"
+    late = out.lines_between(max(out.boot, out.marks["active"]) + LIMIT, out.marks["release"])
+    cpu_busy = [line for line in late if line.startswith("busy: cpu ") and "% of a core > 5% (colab: python3 pid" in line]
+    assert cpu_busy, show(out)
+    # Nothing else kept it up: no busy kernel, no open tab, no GPU.
+    assert all(line.startswith("busy: cpu ") and "kernel" not in line.split("|")[0] for line in late), show(out)
+    status = str(out.extra["status"])
+    assert "state:        in use\nin use by:    cpu " in status, status
+    assert_stopped_one_limit_after_release(out)
+
+
+def summary_of(stdout: str, case: str) -> str:
+    found = re.search(rf'ok: \[{case}\] => \{{\s*"msg": "SUMMARY ([^"]*)"', stdout)
+    assert found, stdout[-6000:]
+    return found.group(1)
+
+
+def test_platform_default_is_on_for_the_projects_ec2_hosts_and_off_elsewhere(fleet):
+    first = fleet["setup"]["first"]
+    assert first.returncode == 0, first.stdout[-6000:]
+    assert summary_of(first.stdout, "idle") == (
+        f"idle auto-stop after {LIMIT} s without use: EC2 instance of this project: a power-off from inside stops it"
+        f" (shutdown behaviour stop, disk kept); terminals warned {WARNING} s before; in a notebook,"
+        f" !cat {STATUS_FILE} shows when it will stop"
+    )
+    assert summary_of(first.stdout, "onprem") == (
+        "idle auto-stop off by default here: not a cloud VM known to stop billing when powered off (an on-prem or"
+        " shared box would stay off); set idle_stop_enabled: true to turn it on"
+    )
+    out = outcome(fleet, "onprem")
+    assert out.running_at_checkpoint and out.stopped_at is None, show(out)
+    assert out.lines == [], show(out)
+    assert "idle-stop" not in str(out.extra["timers"])
+    assert "idle-stop" not in str(out.extra["files"])
 
 
 def test_limit_zero_removes_the_timer_and_never_stops(fleet):
@@ -666,9 +787,10 @@ def iso(seconds_ago: float) -> str:
 def script(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("idle_stop_script", SCRIPT_PATH)
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "boot_time", lambda: time.time() - 86400)
-    monkeypatch.setattr(module, "tty_sessions", list)
+    monkeypatch.setattr(module, "gather_terminals", tuple)
     monkeypatch.setattr(module.shutil, "which", lambda name: None)  # no nvidia-smi
     return module
 
