@@ -26,11 +26,16 @@ options:
         inventory). Only the controller knows this; the host cannot tell how it was launched.
     type: bool
     default: false
+extends_documentation_fragment:
+  - action_common_attributes
 attributes:
   check_mode:
     support: full
+    details: Only reads DMI files; it runs in check mode too.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 author: colab-gpu-runtime
 """
 
