@@ -37,9 +37,9 @@ import uuid
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent / "tests"))
 
-from substrate import (  # noqa: E402
+import colab_client
+from colab_testkit.substrate import (
     ROOT,
     MotoServer,
     RemoteHost,
@@ -207,7 +207,7 @@ def client_check(host: RemoteHost | None, url: str, flow: str) -> tuple[bool, st
     """One cell through colab_client.py (inside the host's namespace when host is given)."""
     prefix = netns_prefix(host) if host else []
     res = subprocess.run(
-        [*prefix, PYTHON, str(ROOT / "roles" / "colab_tunnel" / "files" / "colab_client.py"), "--url", url, "--flow", flow,
+        [*prefix, PYTHON, colab_client.__file__, "--url", url, "--flow", flow,
          "--code", "print(40 + 2)", "--expect", "42"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

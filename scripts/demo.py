@@ -20,9 +20,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from substrate import (  # noqa: E402
+from colab_testkit.substrate import (
     ROOT,
     RemoteHost,
     ec2_env,

@@ -11,15 +11,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from substrate import ROOT, VENV_BIN, tool  # noqa: E402
+from colab_testkit.substrate import ROOT, VENV_BIN, tool
 
 REGION = "us-east-2"
 PROJECT = {"colab-gpu-runtime:project": "colab-gpu-runtime"}

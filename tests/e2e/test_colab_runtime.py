@@ -3,7 +3,7 @@
 One Debian 12 host per module (systemd + sshd in podman) gets the role through
 ansible-playbook over SSH; the tests then talk to Jupyter through an `ssh -L` forward that
 keeps the port number (Colab's classic flow fetches its auth URL from inside the server at
-the browser's port), with roles/colab_tunnel/files/colab_client.py speaking both of Colab's flows.
+the browser's port), with roles/colab_tunnel/module_utils/colab_client.py speaking both of Colab's flows.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import colab_client
 from colab_client import COLAB_ORIGIN, FLOWS, ColabClient, ColabProtocolError, check_flows
-from substrate import (
+from colab_testkit.substrate import (
     ROOT,
     RemoteHost,
     ansible_playbook,
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 SERVICE = "colab-runtime"
 TOKEN_FILE = "/etc/colab-runtime/token"
-CLIENT = Path(__file__).resolve().parents[1] / "roles" / "colab_tunnel" / "files" / "colab_client.py"
+CLIENT = Path(colab_client.__file__)
 
 
 def start_host(image: str, key: Path) -> RemoteHost:
@@ -344,8 +344,7 @@ def loopback_medians(runtime: Runtime, n: int = 50) -> dict[str, float]:
     """Median ms per trivial execute, measured on the host itself (no SSH hop in the path)."""
     podman("cp", str(CLIENT), f"{runtime.host.name}:/tmp/colab_client.py")
     script = f"""
-import json, statistics, sys
-sys.path.insert(0, "/tmp")
+import json, statistics
 from colab_client import ColabClient
 url = "http://localhost:{runtime.port}/?token=" + open("{TOKEN_FILE}").read().strip()
 out = {{}}
@@ -356,7 +355,7 @@ for flow in ("http_over_ws", "direct"):
 print(json.dumps(out))
 """
     res = subprocess.run(
-        ["podman", "exec", "-i", runtime.host.name, "/opt/colab-runtime/venv/bin/python", "-"],
+        ["podman", "exec", "-i", "-w", "/tmp", runtime.host.name, "/opt/colab-runtime/venv/bin/python", "-"],
         input=script, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from substrate import ROOT
+from colab_testkit.substrate import ROOT
 
 MODULES = sorted((ROOT / "roles").glob("*/library/*.py"))
 

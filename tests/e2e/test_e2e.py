@@ -19,7 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 from colab_client import ColabClient
-from substrate import (
+from colab_testkit.substrate import (
     RemoteHost,
     ansible_playbook,
     ec2_env,

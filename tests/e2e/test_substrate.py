@@ -6,7 +6,7 @@ import json
 
 import boto3
 import yaml
-from substrate import ansible_playbook, play_recap
+from colab_testkit.substrate import ansible_playbook, play_recap
 
 
 def test_host_boots_systemd_as_pid1_and_answers_ssh(remote_host):

@@ -33,12 +33,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-ROOT = Path(__file__).resolve().parents[1]
+from colab_testkit.substrate import ROOT
+
 ROLE = ROOT / "roles" / "colab_runtime"
 COMPAT = ROLE / "files" / "colab_runtime_compat.py"
 CONSTRAINTS = ROLE / "files" / "constraints.txt"
 REQUIREMENTS_TEMPLATE = ROLE / "templates" / "requirements.txt.j2"
-RUNNER = Path(__file__).resolve().parent / "fixtures" / "http_over_ws_upstream_runner.py"
+RUNNER = ROOT / "tests" / "fixtures" / "http_over_ws_upstream_runner.py"
 CACHE = ROOT / ".cache" / "colab-runtime-upstream"
 
 # tornado >= 6.5 merges consecutive chunks of a chunked HTTP body that are already buffered
@@ -186,6 +187,8 @@ def suite_dir(upstream_venv, tmp_path_factory) -> Path:
     assert found, "handlers_test.py is not in the installed jupyter_http_over_ws wheel"
     directory = tmp_path_factory.mktemp("http_over_ws_suite")
     shutil.copy(found[0], directory / "handlers_test.py")
+    # Run from the same folder, so that the runner imports this copy of the suite.
+    shutil.copy(RUNNER, directory / RUNNER.name)
     self_signed_pair(directory / "test")
     return directory
 
@@ -193,7 +196,7 @@ def suite_dir(upstream_venv, tmp_path_factory) -> Path:
 def run_suite(venv: Path, directory: Path, *args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     res = subprocess.run(
-        [str(venv / "bin" / "python"), str(RUNNER), *args],
+        [str(venv / "bin" / "python"), str(directory / RUNNER.name), *args],
         cwd=directory, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-4000:]

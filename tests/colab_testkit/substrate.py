@@ -1,25 +1,27 @@
 """Test substrate: a moto EC2 API and podman "remote hosts" running systemd and sshd.
 
-Used by the pytest fixtures in conftest.py and by the demo/bench scripts. Everything here
+Used by the pytest fixtures in tests/conftest.py and by the demo/bench scripts. Everything here
 creates resources with the ``colab-test-`` name prefix and removes only what it created.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import types
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 NAME_PREFIX = "colab-test-"
@@ -404,3 +406,17 @@ nvidia_gpu_required: false
 """
     )
     return directory
+
+
+# --------------------------------------------------------------------------- role code under test
+def load_role_file(role: str, relative: str, name: str | None = None) -> types.ModuleType:
+    """Import a role's Python file (a module in library/, a script in files/) for a unit test.
+
+    Role code is not an importable package: Ansible ships library/ modules to hosts one by one
+    and files/ scripts are copied as they are, so each is loaded from its own path.
+    """
+    path = ROOT / "roles" / role / relative
+    spec = importlib.util.spec_from_file_location(name or f"{role}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

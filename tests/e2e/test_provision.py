@@ -15,7 +15,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -23,9 +22,7 @@ import boto3
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from substrate import ROOT, VENV_BIN, play_recap, tool  # noqa: E402
+from colab_testkit.substrate import ROOT, VENV_BIN, play_recap, tool
 
 
 
@@ -45,7 +42,7 @@ NAME = f"colab-gpu-runtime-{OWNER}"
 PROJECT_TAG = "colab-gpu-runtime:project"
 OWNER_TAG = "colab-gpu-runtime:owner"
 SSH_CIDR = "203.0.113.7/32"
-HOOKS = Path(__file__).resolve().parent / "aws_hooks"
+HOOKS = ROOT / "tests" / "aws_hooks"
 # moto ships Canonical's xenial image and a Deep Learning AMI (Ubuntu) owned by AWS.
 XENIAL_FILTER = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"
 DLAMI_PARAMETER = "/colab-test/dlami/ami-id"
@@ -604,16 +601,3 @@ def test_same_named_security_group_of_someone_else_is_not_adopted(moto, tmp_path
     assert f"Security group '{NAME}' already exists" in output(proc), output(proc)[-4000:]
     assert client.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"] == []
     assert leftovers(client) == {**NOTHING, "security_groups": [NAME]}
-
-
-def test_role_readme_documents_every_variable():
-    """argument_specs and the README must not drift apart from defaults/main.yml."""
-    import yaml
-
-    role = ROOT / "roles" / "ec2_gpu_host"
-    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
-    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    documented = set(specs["main"]["options"]) | set(specs["teardown"]["options"])
-    assert set(defaults) == documented
-    readme = (role / "README.md").read_text()
-    assert [v for v in defaults if f"`{v}`" not in readme] == []

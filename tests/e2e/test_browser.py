@@ -12,8 +12,8 @@ import json
 import urllib.parse
 
 import pytest
-from browser import COLAB_HOST, FOREIGN_HOST, ColabBrowser, find_chromium
-from substrate import RemoteHost, ansible_playbook, free_port, http_get
+from colab_testkit.browser import COLAB_HOST, FOREIGN_HOST, ColabBrowser, find_chromium
+from colab_testkit.substrate import RemoteHost, ansible_playbook, free_port, http_get
 
 pytestmark = [
     pytest.mark.slow,
