@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import subprocess
 import time
 import urllib.error
@@ -28,6 +27,7 @@ from colab_testkit.substrate import (
     free_port,
     play_recap,
     podman,
+    stop_process,
     wait_tcp,
 )
 
@@ -107,8 +107,7 @@ class Runtime:
 
     def close_tunnel(self) -> None:
         if self.tunnel is not None:
-            self.tunnel.terminate()
-            self.tunnel.wait(timeout=10)
+            stop_process(self.tunnel)
 
     def state(self) -> dict[str, str]:
         """What a failed run must leave alone."""

@@ -41,7 +41,7 @@ from colab_testkit import substrate
 import websocket
 import yaml
 from colab_client import COLAB_ORIGIN, ColabClient
-from colab_testkit.substrate import ROOT, RemoteHost, ansible_playbook, free_port, podman, wait_tcp
+from colab_testkit.substrate import ROOT, RemoteHost, ansible_playbook, free_port, podman, stop_process, wait_tcp
 
 # Above the Jupyter start-up time of eight test hosts booting at once on a loaded 2-core machine.
 LIMIT = 45  # idle_stop_limit_seconds
@@ -164,10 +164,7 @@ class Watch:
 
     def close(self) -> None:
         for proc in (self._journal, self._wait):
-            if proc.poll() is None:
-                proc.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
+            stop_process(proc, timeout=5)
 
 
 def sleep_until(deadline: float) -> None:
@@ -189,14 +186,8 @@ def colab_tunnel(host: RemoteHost):
         yield f"http://127.0.0.1:{port}"
     finally:
         # ssh flushes its output before exiting on SIGTERM; if the host went away meanwhile (a
-        # powered-off container drops packets) that can block: kill it, so that the case reports
-        # its own verdict instead of a timeout in this cleanup.
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        # powered-off container drops packets) that can block: stop_process kills it then.
+        stop_process(proc)
 
 
 def wait_jupyter(url: str, token: str, timeout: float = 60) -> None:
@@ -262,10 +253,7 @@ class Terminal:
         self.proc.stdin.flush()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     @property
     def text(self) -> str:

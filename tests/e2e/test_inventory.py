@@ -13,7 +13,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import boto3
 import pytest
 
 from colab_testkit.substrate import ROOT, VENV_BIN, tool
@@ -25,9 +24,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def ec2(server, region: str = REGION):
-    return boto3.client(
-        "ec2", endpoint_url=server.url, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
+    return server.client("ec2", region)
 
 
 def launch(client, name: str, tags: dict, state: str = "running") -> dict:
