@@ -7,6 +7,7 @@ creates resources with the ``colab-test-`` name prefix and removes only what it 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -477,3 +478,49 @@ def aws_client(service: str, endpoint_url: str, region: str = "us-east-2"):
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+# --------------------------------------------------------------------------- a converged runtime
+RUNTIME_IMAGE = "localhost/colab-test-runtime"
+RUNTIME_TOKEN_FILE = "/etc/colab-runtime/token"
+
+
+def role_digest(role: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in role.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(role)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def runtime_image(base_image: str, key_path: Path, workdir: Path) -> str:
+    """A test-host image with the project's Jupyter runtime (roles/colab_runtime, its defaults)
+    converged on it: the starting point of every test that needs a runtime but does not test
+    its installation (Molecule's colab_runtime scenario and the end-to-end site.yml run do).
+
+    Built once per version of the role and kept: installing the stack takes minutes here. The
+    build's verbose output must not hold the token the role generated, checked once per version
+    of the role like everything else the image stands for.
+    """
+    tag = hashlib.sha256((base_image + role_digest(ROOT / "roles" / "colab_runtime")).encode()).hexdigest()[:12]
+    ref = f"{RUNTIME_IMAGE}:{tag}"
+    if podman("image", "exists", ref, check=False).returncode == 0:
+        return ref
+    host = RemoteHost.start(image=base_image, key_path=key_path, name=f"colab-runtime-build-{uuid.uuid4().hex[:6]}")
+    try:
+        inventory = workdir / "runtime-hosts.yml"
+        inventory.write_text(yaml.safe_dump({"all": {"children": host.inventory("runtime")}}))
+        playbook = workdir / "runtime.yml"
+        play = {"name": "Jupyter runtime", "hosts": "colab_gpu_hosts", "become": True, "roles": ["colab_runtime"]}
+        playbook.write_text(yaml.safe_dump([play]))
+        res = ansible_playbook("-v", "-i", str(inventory), str(playbook), check=True, timeout=1200)
+        token = host.exec("cat", RUNTIME_TOKEN_FILE).stdout.strip()
+        if not token or token in res.stdout:
+            raise AssertionError(f"the runtime's token is missing or was logged by its converge:\n{res.stdout[-4000:]}")
+        podman("commit", "-q", host.name, ref, timeout=300)
+    finally:
+        host.remove()
+    # Only the newest build is worth its disk space.
+    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={RUNTIME_IMAGE}")
+    for old in set(listed.stdout.split()) - {ref}:
+        podman("rmi", old, check=False)
+    return ref

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 import json
 import subprocess
 import threading
@@ -41,7 +40,7 @@ from colab_testkit import substrate
 import websocket
 import yaml
 from colab_client import COLAB_ORIGIN, ColabClient
-from colab_testkit.substrate import ROOT, RemoteHost, ansible_playbook, free_port, podman, stop_process, wait_tcp
+from colab_testkit.substrate import RemoteHost, ansible_playbook, free_port, podman, runtime_image, stop_process, wait_tcp
 
 # Above the Jupyter start-up time of eight test hosts booting at once on a loaded 2-core machine.
 LIMIT = 45  # idle_stop_limit_seconds
@@ -57,7 +56,6 @@ JUPYTER_PORT = 8888
 TOKEN_FILE = "/etc/colab-runtime/token"
 # Not "colab-test-": other test modules remove those at session start, even while this runs.
 HOST_PREFIX = "colab-idle-test-"
-RUNTIME_IMAGE = "localhost/colab-idle-test-runtime"
 CASES = ("idle", "cell", "notebook", "shell", "tty", "disabled", "shell13", "gpu")
 # Cases that need no Jupyter run on the plain test-host image of their Debian release.
 PLAIN_HOSTS = {"shell13": "trixie", "gpu": "bookworm"}
@@ -72,44 +70,9 @@ NVIDIA_SMI_TEST_DOUBLE = r"""#!/bin/sh
 cat /var/lib/nvidia-smi-test-double
 """
 
-RUNTIME_ROLE = ROOT / "roles" / "colab_runtime"
 
 
 # --------------------------------------------------------------------------- host plumbing
-def role_digest(role: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in role.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(role)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def runtime_image(base_image: str, key_path: Path, workdir: Path) -> str:
-    """A test-host image with the project's Jupyter runtime (roles/colab_runtime) converged on it.
-
-    Built once per version of the role and kept: installing the stack takes minutes here.
-    """
-    tag = hashlib.sha256((base_image + role_digest(RUNTIME_ROLE)).encode()).hexdigest()[:12]
-    ref = f"{RUNTIME_IMAGE}:{tag}"
-    if podman("image", "exists", ref, check=False).returncode == 0:
-        return ref
-    host = RemoteHost.start(image=base_image, key_path=key_path, name=f"{HOST_PREFIX}build-{uuid.uuid4().hex[:6]}")
-    try:
-        inventory = workdir / "runtime-hosts.yml"
-        inventory.write_text(yaml.safe_dump({"all": {"children": host.inventory("runtime")}}))
-        playbook = workdir / "runtime.yml"
-        play = {"name": "Jupyter runtime", "hosts": "colab_gpu_hosts", "become": True, "roles": ["colab_runtime"]}
-        playbook.write_text(yaml.safe_dump([play]))
-        ansible_playbook("-i", str(inventory), str(playbook), check=True, timeout=1200)
-        podman("commit", "-q", host.name, ref, timeout=300)
-    finally:
-        host.remove()
-    # Only the newest build is worth its disk space.
-    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={RUNTIME_IMAGE}")
-    for old in set(listed.stdout.split()) - {ref}:
-        podman("rmi", old, check=False)
-    return ref
-
-
 def container_state(host: RemoteHost) -> str:
     res = podman("inspect", "-f", "{{.State.Status}}", host.name, check=False)
     return res.stdout.strip()
