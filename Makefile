@@ -20,11 +20,15 @@ export AWS_EC2_METADATA_DISABLED := true
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements.yml
+$(STAMP): requirements.txt requirements.yml pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "Python 3.11+ is required on the controller (PYTHON=$(PYTHON))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.txt
+	@# The test kit and the Colab client (pyproject.toml), editable: tests, bench and demo import
+	@# this checkout's files. setuptools leaves its build record next to the client: not ours.
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@rm -rf roles/colab_tunnel/module_utils/*.egg-info
 	$(BIN)/ansible-galaxy collection install -r requirements.yml --offline
 	@touch $@
 
@@ -58,13 +62,17 @@ molecule: venv images ## Molecule role tests on Debian 12 and 13 hosts (SCENARIO
 	  $(BIN)/molecule test -s $$s; \
 	done
 
+.PHONY: unit
+unit: venv ## pytest tests/unit: parsing, filters, decisions, plugin docs (no podman, no moto; < 1 min)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
 .PHONY: e2e
-e2e: venv images ## pytest: substrate, provisioning (moto), runtime protocol, browser and end-to-end tests
+e2e: venv images ## pytest: every other test (substrate, provisioning on moto, runtime, browser, end to end)
 	@scripts/ensure-system-deps.sh chromium
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint molecule e2e ## Everything CI runs: lint, Molecule, end-to-end
+test: lint unit molecule e2e ## Everything CI runs: lint, unit tests, Molecule, end-to-end
 
 .PHONY: demo
 demo: venv images ## site.yml against an emulated EC2 API and a local podman "GPU host"; ends with a URL

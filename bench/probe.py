@@ -14,13 +14,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-# The project's Colab client, and the Chromium driver shared with tests/test_browser.py.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "roles" / "colab_tunnel" / "files"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from colab_client import FLOWS, ColabClient  # noqa: E402
+from colab_client import FLOWS, ColabClient
 
 TIMED_CODE = "pass"
 CHECK_CODE = "40 + 2"
@@ -39,7 +34,7 @@ def python_flow(base: str, token: str, flow: str, n: int) -> dict:
 
 
 def browser_flows(base: str, token: str, flows: list[str], n: int) -> tuple[dict, str]:
-    from browser import ColabBrowser
+    from colab_testkit.browser import ColabBrowser
 
     out = {}
     with ColabBrowser() as browser:

@@ -37,20 +37,22 @@ import uuid
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent / "tests"))
 
-from substrate import (  # noqa: E402
+import colab_client
+from colab_testkit.substrate import (
     ROOT,
     MotoServer,
     RemoteHost,
-    ansible_env,
+    ansible_playbook,
     free_port,
     make_ssh_key,
     play_recap,
     podman,
+    seed_emulated_account,
+    stop_process,
     testhost_image,
-    tool,
     wait_tcp,
+    write_ec2_overlay,
 )
 
 RESULTS = BENCH / "results"
@@ -142,7 +144,7 @@ class Bench:
 
     def cleanup(self) -> None:
         for proc in self.procs:
-            stop(proc)
+            stop_process(proc)
         if self.moto:
             self.moto.stop()
         if self.args.keep:
@@ -153,33 +155,15 @@ class Bench:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def playbook(
     args: list[str], env: dict[str, str] | None = None, timeout: float = 1800
 ) -> tuple[float, subprocess.CompletedProcess]:
+    """One timed ansible-playbook run; a failed run stops the bench (with its output)."""
     started = time.monotonic()
-    res = subprocess.run(
-        [tool("ansible-playbook"), *args],
-        cwd=ROOT,
-        env=ansible_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    res = ansible_playbook(*args, env=env, timeout=timeout)
     elapsed = time.monotonic() - started
     if res.returncode != 0:
-        raise RuntimeError(
-            f"ansible-playbook {' '.join(args)} failed (rc={res.returncode}):\n{res.stdout[-5000:]}\n{res.stderr[-2000:]}"
-        )
+        raise RuntimeError(f"ansible-playbook {' '.join(args)} failed (rc={res.returncode}):\n{res.stdout[-7000:]}")
     return elapsed, res
 
 
@@ -207,7 +191,7 @@ def client_check(host: RemoteHost | None, url: str, flow: str) -> tuple[bool, st
     """One cell through colab_client.py (inside the host's namespace when host is given)."""
     prefix = netns_prefix(host) if host else []
     res = subprocess.run(
-        [*prefix, PYTHON, str(ROOT / "roles" / "colab_tunnel" / "files" / "colab_client.py"), "--url", url, "--flow", flow,
+        [*prefix, PYTHON, colab_client.__file__, "--url", url, "--flow", flow,
          "--code", "print(40 + 2)", "--expect", "42"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -319,29 +303,13 @@ class Site:
         self.host = b.start_host("site", user="ubuntu")
         self.port = free_port()
         self.state_dir = b.work / "colab"
-        self.inventory = b.work / "inventory"
-        (self.inventory / "group_vars").mkdir(parents=True, exist_ok=True)
-        (self.inventory / "hosts.yml").write_text(f"""# Maps the emulated instance onto the bench's container.
-all:
-  hosts:
-    {SITE_HOST}:
-      ansible_host: 127.0.0.1
-      ansible_port: {self.host.ssh_port}
-      ansible_ssh_private_key_file: {b.key}
-""")
-        (self.inventory / "group_vars" / "all.yml").write_text(f"""---
-ec2_gpu_host_region: {REGION}
-ec2_gpu_host_owner: {OWNER}
-ec2_gpu_host_ssh_private_key_file: {b.key}
-ec2_gpu_host_ssh_cidr: 127.0.0.1/32
-# One of the images the emulated API ships (its Canonical images are too old for the default filter).
-ec2_gpu_host_ami_owner: "898082745236"
-ec2_gpu_host_ami_name_filter: Deep Learning AMI Ubuntu*
-nvidia_gpu_required: false
-# A free port and a private state dir: nothing shared with `make demo` or a user's tunnel.
-colab_runtime_port: {self.port}
-colab_tunnel_state_dir: {self.state_dir}
-""")
+        # The emulated account and the overlay inventory of `make demo` and the end-to-end tests,
+        # with a free port and a private state dir: nothing shared with the demo or a user's tunnel.
+        seed_emulated_account(self.moto.url, REGION)
+        self.inventory = write_ec2_overlay(
+            b.work / "inventory", SITE_HOST, self.host.ssh_port, b.key, OWNER, REGION,
+            extra_vars={"colab_runtime_port": self.port, "colab_tunnel_state_dir": str(self.state_dir), "idle_stop_enabled": True},
+        )  # fmt: skip
         self.env = {**self.moto.aws_env(REGION), "COLAB_OWNER": OWNER}
 
     def playbook(self, *args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
@@ -519,10 +487,10 @@ def p3(b: Bench, site: Site) -> dict:
     set_server_nodelay(host, site.port, on=False)
     measure("stock", "ssh -N forward")
     measure("stock", "loopback (no forward)", inside)
-    stop(fwd)
+    stop_process(fwd)
     fwd = start_forward(b, site, session=True)
     measure("stock", "tunnel (session)")
-    stop(fwd)
+    stop_process(fwd)
     set_server_nodelay(host, site.port, on=True)
     out["load_after"] = loadavg()
     return out

@@ -20,21 +20,21 @@ import time
 import urllib.parse
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from substrate import (  # noqa: E402
+from colab_testkit.substrate import (
     ROOT,
     RemoteHost,
+    ansible_playbook,
     ec2_env,
     free_port,
     http_get,
     make_ssh_key,
+    pid_alive,
     podman,
     seed_emulated_account,
-    write_ec2_overlay,
     testhost_image,
     tool,
     wait_tcp,
+    write_ec2_overlay,
 )
 
 DEMO = ROOT / ".demo"
@@ -52,16 +52,6 @@ def load_state() -> dict:
 def save_state(state: dict) -> None:
     DEMO.mkdir(exist_ok=True)
     STATE.write_text(json.dumps(state, indent=2))
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def ensure_moto(state: dict) -> str:
@@ -99,9 +89,10 @@ def ensure_host(state: dict, key: Path) -> int:
 
 
 def run_playbook(args: list[str], env: dict[str, str]) -> int:
-    cmd = [tool("ansible-playbook"), "-i", "inventory/", "-i", str(DEMO / "inventory"), *args]
-    print("+", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    """ansible-playbook with the project's and the demo's inventories, its output on the terminal."""
+    args = ["-i", "inventory/", "-i", str(DEMO / "inventory"), *args]
+    print("+ ansible-playbook", " ".join(args), flush=True)
+    return ansible_playbook(*args, env=env, capture=False, timeout=3600).returncode
 
 
 def up() -> int:
@@ -130,7 +121,6 @@ def up() -> int:
 
 def down() -> int:
     state = load_state()
-    key = DEMO / "id_ed25519"
     if pid_alive(state.get("moto_pid")) and (DEMO / "inventory").exists():
         env = ec2_env(f"http://127.0.0.1:{state['moto_port']}", OWNER, REGION)
         run_playbook(["playbooks/connect.yml", "-e", "colab_tunnel_state=stopped"], env)

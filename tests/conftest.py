@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-# The Colab-protocol client the connect play runs is the one the tests use.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "roles" / "colab_tunnel" / "files"))
-
-from substrate import (  # noqa: E402
+from colab_testkit.substrate import (
     MotoServer,
     RemoteHost,
     make_ssh_key,

@@ -1,6 +1,6 @@
 """Test double: EC2 launch faults that moto cannot produce. Loaded only by tests.
 
-tests/test_provision.py puts this directory on PYTHONPATH, so every Python process of the
+tests/e2e/test_provision.py puts this directory on PYTHONPATH, so every Python process of the
 run (ansible-playbook and the modules it starts) imports it at start-up. With
 COLAB_TEST_EC2_FAULTS set it hooks botocore so that RunInstances answers with the EC2 error
 code given for matching calls instead of reaching the endpoint, and logs every RunInstances

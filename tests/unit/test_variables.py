@@ -166,7 +166,7 @@ def test_yaml_settings_use_only_declared_variables(path):
 
 
 def test_the_emulated_account_overlay_uses_only_declared_variables(tmp_path):
-    from substrate import write_ec2_overlay
+    from colab_testkit.substrate import write_ec2_overlay
 
     overlay = write_ec2_overlay(tmp_path, "colab-gpu-runtime-test", 2222, tmp_path / "id_ed25519", "test")
     files = sorted(overlay.rglob("*.yml"))

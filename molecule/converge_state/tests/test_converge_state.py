@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 
+from colab_testkit.molecule import reconverge as converge
+
 RECORD = "/var/lib/colab-gpu-runtime/converged.json"
 CONFIG = "/etc/idle-stop.json"
-SCENARIO_DIR = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", os.path.dirname(os.path.dirname(__file__)))
-
-
-def converge(host, *extra: str) -> subprocess.CompletedProcess:
-    """Run the scenario's converge playbook again on this host only."""
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return subprocess.run(
-        ["ansible-playbook", "-i", os.path.dirname(inventory), "--limit", host.backend.get_hostname(),
-         os.path.join(SCENARIO_DIR, "converge.yml"), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-    )  # fmt: skip
 
 
 def text(res: subprocess.CompletedProcess) -> str:

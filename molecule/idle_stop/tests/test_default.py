@@ -5,38 +5,20 @@ of 0 removes it."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import time
+
+from colab_testkit.molecule import reconverge
 
 SCRIPT = "/usr/local/lib/idle-stop/idle_stop.py"
 CONFIG = "/etc/idle-stop.json"
 STATUS = "/var/lib/idle-stop/status"
-SCENARIO_DIR = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", os.path.dirname(os.path.dirname(__file__)))
 
 
-def converge(host, *extra: str) -> subprocess.CompletedProcess:
-    """Run the scenario's converge playbook again on this host only, with extra variables."""
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.path.dirname(inventory),
-            "--limit",
-            host.backend.get_hostname(),
-            os.path.join(SCENARIO_DIR, "converge.yml"),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-        check=False,
-        # JSON results: the summary line comes out whole (the YAML format wraps long ones).
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
-    )
+def converge(host, *extra: str):
+    """The scenario's converge again on this host, with JSON results: the summary line comes out
+    whole (the YAML format wraps long ones)."""
+    return reconverge(host, *extra, env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
 
 
 def test_script_is_root_owned_and_runs_with_the_system_python(host):

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Action colab_tunnel_prove: execute a cell through the tunnel in each Colab flow.
 
-Runs the role's Colab-protocol client (files/colab_client.py) in-process on the controller: no
+Runs the role's Colab-protocol client (module_utils/colab_client.py) in-process on the controller: no
 module payload to build, no interpreter to start, and the token stays in memory (it is never on
 a command line or in an environment that verbose output would print). Options and return
 values are documented in library/colab_tunnel_prove.py.
@@ -16,6 +16,7 @@ import urllib.parse
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import module_utils_loader
 
 _CLIENT_MODULE = "colab_tunnel_colab_client"
 ARGUMENT_SPEC = dict(
@@ -33,9 +34,17 @@ class ActionModule(ActionBase):
     _requires_connection = False
 
     def _client(self):
-        """The role's client module (loaded once per worker; dataclasses need it in sys.modules)."""
+        """The role's client module (loaded once per worker; dataclasses need it in sys.modules).
+
+        Ansible adds a role's module_utils folder to its module_utils loader, but an action plugin
+        outside a collection cannot import from it by name (ansible.module_utils.* is only built
+        for modules): ask that loader where the file is, then load it from there.
+        """
         if _CLIENT_MODULE not in sys.modules:
-            spec = importlib.util.spec_from_file_location(_CLIENT_MODULE, self._find_needle("files", "colab_client.py"))
+            path = module_utils_loader.find_plugin("colab_client")
+            if path is None:
+                raise AnsibleActionFail("colab_client.py is missing from the colab_tunnel role's module_utils folder")
+            spec = importlib.util.spec_from_file_location(_CLIENT_MODULE, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[_CLIENT_MODULE] = module
             try:

@@ -14,18 +14,13 @@ import json
 import os
 import re
 import stat
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from substrate import ROOT, VENV_BIN, play_recap, tool  # noqa: E402
+from colab_testkit.substrate import ROOT, ansible_playbook, play_recap, seed_emulated_account
 
 
 
@@ -45,7 +40,7 @@ NAME = f"colab-gpu-runtime-{OWNER}"
 PROJECT_TAG = "colab-gpu-runtime:project"
 OWNER_TAG = "colab-gpu-runtime:owner"
 SSH_CIDR = "203.0.113.7/32"
-HOOKS = Path(__file__).resolve().parent / "aws_hooks"
+HOOKS = ROOT / "tests" / "aws_hooks"
 # moto ships Canonical's xenial image and a Deep Learning AMI (Ubuntu) owned by AWS.
 XENIAL_FILTER = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"
 DLAMI_PARAMETER = "/colab-test/dlami/ami-id"
@@ -56,37 +51,18 @@ pytestmark = pytest.mark.timeout(600)
 
 # --------------------------------------------------------------------------- helpers
 def ec2(server):
-    return boto3.client(
-        "ec2",
-        endpoint_url=server.url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return server.client("ec2", REGION)
 
 
 def ansible_env(server, *, credentials: bool = True, faults: list | None = None, call_log: Path | None = None):
-    """Environment for one run: only moto is reachable as AWS; nothing from the caller's AWS setup."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    """What one run gets as AWS: only moto (the runner drops the caller's AWS settings)."""
     if credentials:
-        env.update(server.aws_env(REGION))
+        env = server.aws_env(REGION)
     else:
-        env.update({"AWS_ENDPOINT_URL": server.url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
-    env.update(
-        {
-            # No credential search on the network (IMDS), no config files of the machine's user.
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
-            "COLAB_OWNER": OWNER,
-            "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
-            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-        }
-    )
+        env = {"AWS_ENDPOINT_URL": server.url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+    env["COLAB_OWNER"] = OWNER
     if faults is not None or call_log is not None:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HOOKS), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH", "")) if p)
         env["COLAB_TEST_EC2_FAULTS"] = json.dumps(faults or [])
         if call_log is not None:
             env["COLAB_TEST_EC2_CALL_LOG"] = str(call_log)
@@ -107,17 +83,8 @@ def base_vars(tmp: Path, **overrides) -> dict:
     return values
 
 
-def run_playbook(playbook: Path | str, env: dict, variables: dict, tmp: Path, *args: str):
-    vars_file = tmp / f"vars-{os.urandom(4).hex()}.json"
-    vars_file.write_text(json.dumps(variables))
-    return subprocess.run(
-        [tool("ansible-playbook"), "-e", f"@{vars_file}", *args, str(playbook)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
+def run_playbook(playbook: Path | str, env: dict, variables: dict, *args: str):
+    return ansible_playbook(*args, str(playbook), env=env, extra_vars=variables, isolate_aws=True, timeout=500)
 
 
 FACTS_PLAY = """\
@@ -148,7 +115,7 @@ def provision(server, tmp: Path, *args: str, env: dict | None = None, **override
     """Run playbooks/provision.yml; returns (process, published facts or None)."""
     wrapper = tmp / f"provision-{os.urandom(4).hex()}.yml"
     wrapper.write_text(FACTS_PLAY.format(provision=ROOT / "playbooks" / "provision.yml"))
-    proc = run_playbook(wrapper, env or ansible_env(server), base_vars(tmp, **overrides), tmp, *args)
+    proc = run_playbook(wrapper, env or ansible_env(server), base_vars(tmp, **overrides), *args)
     found = re.search(r"COLAB_FACTS=([A-Za-z0-9+/=]+)", proc.stdout)
     facts = json.loads(base64.b64decode(found.group(1))) if found else None
     return proc, facts
@@ -159,12 +126,11 @@ def teardown(server, tmp: Path, terminate: str = "", env: dict | None = None):
         ROOT / "playbooks" / "teardown.yml",
         env or ansible_env(server),
         {"ec2_gpu_host_region": REGION, "ec2_gpu_host_terminate": terminate},
-        tmp,
     )
 
 
 def output(proc) -> str:
-    return proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def ok(proc) -> None:
@@ -195,17 +161,6 @@ def leftovers(client) -> dict:
 NOTHING = {"instances": [], "security_groups": [], "key_pairs": [], "launch_templates": []}
 
 
-def put_dlami_parameter(server) -> str:
-    """Publish moto's Deep Learning AMI (Ubuntu) under the test's SSM parameter, like AWS does."""
-    client = ec2(server)
-    image = client.describe_images(Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])["Images"][0]
-    ssm = boto3.client(
-        "ssm", endpoint_url=server.url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
-    ssm.put_parameter(Name=DLAMI_PARAMETER, Value=image["ImageId"], Type="String", Overwrite=True)
-    return image["ImageId"]
-
-
 def foreign_instance(client, name: str, extra_tags: dict | None = None) -> str:
     """An instance someone else launched: same Name, but not (or not our owner's) project tags."""
     image = client.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
@@ -230,7 +185,7 @@ def world(moto_server, tmp_path_factory):
     moto_server.reset()
     tmp = tmp_path_factory.mktemp("lifecycle")
     client = ec2(moto_server)
-    dlami = put_dlami_parameter(moto_server)
+    dlami = seed_emulated_account(moto_server.url, REGION, DLAMI_PARAMETER)
     # Same Name without the project tag, and the project tag of another owner: never ours.
     stranger = foreign_instance(client, NAME)
     neighbour = foreign_instance(
@@ -337,8 +292,7 @@ class TestLifecycle:
 
     def test_check_mode_reports_no_change(self, world):
         proc = run_playbook(
-            ROOT / "playbooks" / "provision.yml", world["env"], base_vars(world["tmp"], **SPOT), world["tmp"],
-            "--check", "--diff",
+            ROOT / "playbooks" / "provision.yml", world["env"], base_vars(world["tmp"], **SPOT), "--check", "--diff",
         )  # fmt: skip
         ok(proc)
         assert play_recap(proc.stdout)["localhost"]["changed"] == 0, proc.stdout[-6000:]
@@ -593,16 +547,3 @@ def test_same_named_security_group_of_someone_else_is_not_adopted(moto, tmp_path
     assert f"Security group '{NAME}' already exists" in output(proc), output(proc)[-4000:]
     assert client.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"] == []
     assert leftovers(client) == {**NOTHING, "security_groups": [NAME]}
-
-
-def test_role_readme_documents_every_variable():
-    """argument_specs and the README must not drift apart from defaults/main.yml."""
-    import yaml
-
-    role = ROOT / "roles" / "ec2_gpu_host"
-    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
-    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    documented = set(specs["main"]["options"]) | set(specs["teardown"]["options"])
-    assert set(defaults) == documented
-    readme = (role / "README.md").read_text()
-    assert [v for v in defaults if f"`{v}`" not in readme] == []

@@ -7,43 +7,15 @@ self-signed and generated per run; the browser is started with --ignore-certific
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import ssl
 import tempfile
 import threading
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from ..tls import self_signed_cert
 
 PAGE = Path(__file__).resolve().parent / "page.html"
-
-
-def self_signed_cert(directory: Path, names: list[str]) -> tuple[Path, Path]:
-    """Write a self-signed certificate for ``names`` and its key; return (cert, key) paths."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "page-cert.pem", directory / "page-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
 
 
 class _PageHandler(http.server.BaseHTTPRequestHandler):
@@ -65,7 +37,7 @@ class PageServer:
 
     def __init__(self, names: list[str]) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="colab-page-")
-        cert, key = self_signed_cert(Path(self._tmp.name), names)
+        cert, key = self_signed_cert(Path(self._tmp.name) / "page-cert.pem", Path(self._tmp.name) / "page-key.pem", names)
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import yaml
-from substrate import ansible_playbook, play_recap
+from colab_testkit.substrate import ansible_playbook, play_recap
 
 
 def test_host_boots_systemd_as_pid1_and_answers_ssh(remote_host):
@@ -78,8 +77,6 @@ def test_amazon_aws_module_reaches_moto_through_endpoint_url(moto, tmp_path):
     )
     res = ansible_playbook("-i", "localhost,", str(playbook))
     assert res.returncode == 0, res.stdout
-    ec2 = boto3.client(
-        "ec2", endpoint_url=moto.url, region_name="us-east-2", aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
+    ec2 = moto.client("ec2", "us-east-2")
     names = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]]
     assert names == ["substrate-check"], json.dumps(names)

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 import yaml
-from substrate import ROOT, ansible_env, tool
+from colab_testkit.substrate import ROOT, ansible_env, tool
 
 EXAMPLES = ROOT / "inventory" / "examples"
 

@@ -11,15 +11,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import boto3
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from substrate import ROOT, VENV_BIN, tool  # noqa: E402
+from colab_testkit.substrate import ROOT, VENV_BIN, tool
 
 REGION = "us-east-2"
 PROJECT = {"colab-gpu-runtime:project": "colab-gpu-runtime"}
@@ -28,9 +24,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def ec2(server, region: str = REGION):
-    return boto3.client(
-        "ec2", endpoint_url=server.url, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
+    return server.client("ec2", region)
 
 
 def launch(client, name: str, tags: dict, state: str = "running") -> dict:

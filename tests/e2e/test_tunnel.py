@@ -6,10 +6,8 @@ tunnel's life cycle, not the runtime (the end-to-end tests prove a Colab cell th
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
-import plistlib
 import signal
 import socket
 import subprocess
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from substrate import ROOT, ansible_playbook, free_port, http_get, play_recap
+from colab_testkit.substrate import ansible_playbook, free_port, http_get, play_recap
 
 HOST = "gpu-tunnel-test"
 # Longer than any socket path allows, with a space, as in ~/My Projects/... checkouts.
@@ -28,7 +26,7 @@ LONG_DIR = "My Projects/" + "colab-gpu-runtime-checkout-with-a-long-name" * 3
 
 @pytest.fixture(scope="module")
 def tunnel_host(request, tmp_path_factory, bookworm_image, ssh_key, _cleanup_leftover_hosts):
-    from substrate import RemoteHost
+    from colab_testkit.substrate import RemoteHost
 
     host = RemoteHost.start(image=bookworm_image, key_path=ssh_key)
     request.addfinalizer(host.remove)
@@ -176,144 +174,6 @@ def test_stop_closes_the_forward(tunnel_host):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     assert not pidfile(tunnel_host).exists()
-
-
-def render(tmp_path: Path, template: str, extra: dict) -> str:
-    """Render one of the role's templates with the role's defaults, as the role would."""
-    out = tmp_path / "rendered"
-    play = [
-        {
-            "name": "Render",
-            "hosts": "gpu1",
-            "connection": "local",
-            "gather_facts": False,
-            "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-            "tasks": [
-                {"name": "Load role defaults", "ansible.builtin.include_vars": str(ROOT / "roles/colab_tunnel/defaults/main.yml")},
-                {
-                    "name": "Render",
-                    "ansible.builtin.copy": {
-                        "content": "{{ lookup('ansible.builtin.template', '%s/roles/colab_tunnel/templates/%s') }}" % (ROOT, template),
-                        "dest": str(out),
-                        "mode": "0600",
-                    },
-                },
-            ],
-        }
-    ]
-    (tmp_path / "render.yml").write_text(yaml.safe_dump(play))
-    args = ["-i", "gpu1,", str(tmp_path / "render.yml")]
-    for k, v in extra.items():
-        args += ["-e", yaml.safe_dump({k: v}, default_flow_style=True).strip()]
-    res = ansible_playbook(*args)
-    assert res.returncode == 0, res.stdout[-3000:]
-    return out.read_text()
-
-
-COMMON = {
-    "_colab_tunnel_hostname": "203.0.113.10",
-    "_colab_tunnel_port": 22,
-    "_colab_tunnel_user": "ubuntu",
-    "_colab_tunnel_key": "/home/u/.ssh/colab",
-    "_colab_tunnel_launchd_label": "com.colab-gpu-runtime.colab-gpu1",
-    "colab_tunnel_state_dir": "/Users/u/colab-gpu-runtime/.colab",
-    "_colab_tunnel_control_dir": "/tmp/colab-gpu-runtime-501",
-    "_colab_tunnel_host_key_alias": "i-0123456789abcdef0",
-}
-
-
-def test_launchd_agent_keeps_the_tunnel_alive(tmp_path):
-    plist = plistlib.loads(render(tmp_path, "colab-tunnel.plist.j2", COMMON).encode())
-    assert plist["Label"] == "com.colab-gpu-runtime.colab-gpu1"
-    assert plist["KeepAlive"] is True and plist["RunAtLoad"] is True
-    # The control socket's directory is re-created before ssh starts (a cleaner may empty /tmp).
-    assert plist["ProgramArguments"] == [
-        "/bin/sh", "-c", '/bin/mkdir -p -m 0700 "$0" && exec /usr/bin/ssh -F "$1" "$2" "$3"',
-        "/tmp/colab-gpu-runtime-501", "/Users/u/colab-gpu-runtime/.colab/ssh_config", "colab-gpu1-tunnel",
-        "exec sleep infinity",
-    ]  # fmt: skip
-    # What launchd would run, run by a shell here: the arguments arrive intact, spaces included.
-    spaced = {**COMMON, "colab_tunnel_state_dir": f"/Users/u/{LONG_DIR}/.colab", "_colab_tunnel_control_dir": str(tmp_path / "c d")}
-    args = plistlib.loads(render(tmp_path, "colab-tunnel.plist.j2", spaced).encode())["ProgramArguments"]
-    shown = subprocess.run(
-        [*args[:2], args[2].replace("exec /usr/bin/ssh", "printf '%s|'"), *args[3:]], capture_output=True, text=True, check=True
-    ).stdout
-    assert shown == f"-F|/Users/u/{LONG_DIR}/.colab/ssh_config|colab-gpu1-tunnel|exec sleep infinity|"
-    assert (tmp_path / "c d").is_dir() and (tmp_path / "c d").stat().st_mode & 0o777 == 0o700
-
-
-def test_systemd_user_unit_restarts_forever(tmp_path):
-    unit = configparser.ConfigParser(interpolation=None)
-    unit.read_string(render(tmp_path, "colab-tunnel.service.j2", COMMON))
-    assert unit["Service"]["Restart"] == "always"
-    assert unit["Unit"]["StartLimitIntervalSec"] == "0"
-    assert unit["Service"]["ExecStart"] == (
-        '/usr/bin/env ssh -F "/Users/u/colab-gpu-runtime/.colab/ssh_config" colab-gpu1-tunnel exec sleep infinity'
-    )
-    assert unit["Service"]["ExecStartPre"] == '/bin/mkdir -p -m 0700 "/tmp/colab-gpu-runtime-501"'
-    assert unit["Install"]["WantedBy"] == "default.target"
-
-
-def ssh_config_for(tmp_path: Path, extra: dict) -> str:
-    text = render(tmp_path, "ssh_config.j2", {**COMMON, **extra})
-    path = tmp_path / "ssh_config"
-    path.write_text(text)
-    return str(path)
-
-
-def ssh_g(config: str, alias: str) -> dict[str, str]:
-    """What OpenSSH itself makes of the generated file (`ssh -G`)."""
-    out = subprocess.run(["ssh", "-F", config, "-G", alias], capture_output=True, text=True, check=True).stdout
-    values: dict[str, str] = {}
-    for line in out.splitlines():
-        key, _, value = line.partition(" ")
-        values.setdefault(key, value)
-    return values
-
-
-def test_ssh_config_tunnel_entry(tmp_path):
-    cfg = ssh_g(ssh_config_for(tmp_path, {}), "colab-gpu1-tunnel")
-    assert cfg["hostname"] == "203.0.113.10"
-    assert cfg["user"] == "ubuntu"
-    assert cfg["localforward"] == "[127.0.0.1]:8888 [127.0.0.1]:8888"
-    assert cfg["exitonforwardfailure"] == "yes"
-    assert cfg["serveraliveinterval"] == "5" and cfg["serveralivecountmax"] == "3"
-    assert cfg["stricthostkeychecking"] == "accept-new"
-    # Host keys are remembered per instance: a replacement instance under the same name is new.
-    assert cfg["hostkeyalias"] == "i-0123456789abcdef0"
-    assert cfg["controlpath"].startswith("/tmp/colab-gpu-runtime-501/")
-    shell = ssh_g(ssh_config_for(tmp_path, {}), "colab-gpu1")
-    assert "localforward" not in shell
-    assert shell["controlmaster"] == "auto"
-    assert shell["controlpath"] == cfg["controlpath"]
-
-
-def test_ssh_config_ssm_proxy(tmp_path):
-    extra = {
-        "colab_tunnel_ssm": True,
-        "_colab_tunnel_hostname": "i-0123456789abcdef0",
-        "colab_tunnel_ssm_region": "us-east-2",
-        "colab_tunnel_ssm_profile": "work",
-    }
-    cfg = ssh_g(ssh_config_for(tmp_path, extra), "colab-gpu1-tunnel")
-    assert cfg["hostname"] == "i-0123456789abcdef0"
-    assert cfg["proxycommand"] == (
-        "aws ssm start-session --target %h --document-name AWS-StartSSHSession "
-        "--parameters portNumber=%p --region us-east-2 --profile work"
-    )
-
-
-def test_ssh_config_paths_with_spaces_and_percent_signs(tmp_path):
-    """A checkout under a long path with a space (and a %) is written so that ssh reads it back."""
-    state = f"/home/alice/{LONG_DIR}/100%/.colab"
-    extra = {"colab_tunnel_state_dir": state, "_colab_tunnel_key": f"{state}/id ed25519"}
-    cfg = ssh_g(ssh_config_for(tmp_path, extra), "colab-gpu1-tunnel")
-    assert cfg["userknownhostsfile"] == f"{state}/known_hosts"
-    # ssh -G shows IdentityFile before its % tokens are expanded: %% is the literal %.
-    assert cfg["identityfile"] == f"{state}/id ed25519".replace("%", "%%")
-    # %C is a 40-character hash: with ssh's 17-character suffix the socket path stays far below
-    # the 104 bytes a Unix socket allows, whatever the checkout's path.
-    assert len(cfg["controlpath"]) == len("/tmp/colab-gpu-runtime-501/") + 40
 
 
 def test_stale_pid_file_naming_another_process_is_never_signalled(tunnel_host):

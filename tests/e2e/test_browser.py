@@ -12,8 +12,8 @@ import json
 import urllib.parse
 
 import pytest
-from browser import COLAB_HOST, FOREIGN_HOST, ColabBrowser, find_chromium
-from substrate import RemoteHost, ansible_playbook, free_port, http_get
+from colab_testkit.browser import COLAB_HOST, FOREIGN_HOST, ColabBrowser, find_chromium
+from colab_testkit.substrate import RemoteHost, ansible_playbook, free_port, http_get, runtime_image
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,9 +25,9 @@ FLOWS = ("http_over_ws", "direct")
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, bookworm_image, ssh_key, _cleanup_leftover_hosts):
-    """A converged runtime host and the URL of its tunnel on this machine."""
+    """A host of the shared runtime image configured by configure.yml, and the URL of its tunnel."""
     work = tmp_path_factory.mktemp("browser")
-    host = RemoteHost.start(image=bookworm_image, key_path=ssh_key)
+    host = RemoteHost.start(image=runtime_image(bookworm_image, ssh_key, work), key_path=ssh_key)
     port = free_port()
     inventory = host.inventory(hostname="browser-e2e")
     inventory["colab_gpu_hosts"]["vars"] = {

@@ -16,10 +16,9 @@ import signal
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from colab_client import ColabClient
-from substrate import (
+from colab_testkit.substrate import (
     RemoteHost,
     ansible_playbook,
     copy_checkout,
@@ -71,9 +70,7 @@ class Site:
         return (self.state_dir / f"{alias}.url").read_text().strip()
 
     def ec2(self):
-        return boto3.client(
-            "ec2", endpoint_url=self.moto.url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
+        return self.moto.client("ec2", REGION)
 
     def instances(self, *states: str) -> list[dict]:
         res = self.ec2().describe_instances(Filters=[{"Name": "tag:colab-gpu-runtime:owner", "Values": [OWNER]}])
@@ -109,11 +106,13 @@ def site(request, moto_server, tmp_path_factory, bookworm_image, ssh_key, _clean
         moto_server.reset()
 
     request.addfinalizer(cleanup)
+    # The first run belongs to the fixture, so that every test also passes when run alone.
+    s.first_run = s.run()
     return s
 
 
 def test_site_yml_from_clean_start_prints_a_working_url(site):
-    res = site.run()
+    res = site.first_run
     assert res.returncode == 0, res.stdout[-8000:]
     assert len(site.instances("running")) == 1
     assert f"Paste into Colab > Connect > Connect to a local runtime: http://localhost:{PORT}/?token=" in res.stdout

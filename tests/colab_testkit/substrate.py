@@ -1,25 +1,30 @@
 """Test substrate: a moto EC2 API and podman "remote hosts" running systemd and sshd.
 
-Used by the pytest fixtures in conftest.py and by the demo/bench scripts. Everything here
+Used by the pytest fixtures in tests/conftest.py and by the demo/bench scripts. Everything here
 creates resources with the ``colab-test-`` name prefix and removes only what it created.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import types
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 NAME_PREFIX = "colab-test-"
@@ -91,21 +96,15 @@ class MotoServer:
             pass
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
+
+    def client(self, service: str, region: str = "us-east-2"):
+        """A boto3 client of this server (any service moto emulates: ec2, ssm, ...)."""
+        return aws_client(service, self.url, region)
 
     def aws_env(self, region: str = "us-east-2") -> dict[str, str]:
         """Environment that points botocore (modules, inventory plugin, boto3) at this server."""
-        return {
-            "AWS_ENDPOINT_URL": self.url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": region,
-            "AWS_REGION": region,
-        }
+        return emulated_aws_env(self.url, region)
 
 
 # --------------------------------------------------------------------------- hosts
@@ -269,25 +268,24 @@ def remove_test_containers(include_own: bool = False) -> None:
         if owner.isdigit() and int(owner) == os.getpid():
             if not include_own:
                 continue
-        elif owner.isdigit() and _pid_alive(int(owner)):
+        elif owner.isdigit() and pid_alive(int(owner)):
             continue
         for name in c.get("Names", []):
             if name.startswith(NAME_PREFIX):
                 podman("rm", "-f", "-t", "0", name, check=False)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def ansible_env(extra: dict[str, str] | None = None, *, isolate_aws: bool = False) -> dict[str, str]:
+    """This process's environment for an Ansible run from the project, plus ``extra``.
 
-
-def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    With isolate_aws, none of the caller's AWS settings pass (credentials, profile, region,
+    config files): only what ``extra`` gives is AWS.
+    """
     env = dict(os.environ)
+    if isolate_aws:
+        env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+        env["AWS_CONFIG_FILE"] = "/nonexistent/aws-config"
+        env["AWS_SHARED_CREDENTIALS_FILE"] = "/nonexistent/aws-credentials"
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
     env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
     env["ANSIBLE_FORCE_COLOR"] = "0"
@@ -299,21 +297,34 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def ansible_playbook(
-    *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 900, root: Path = ROOT
+    *args: str,
+    env: dict[str, str] | None = None,
+    check: bool = False,
+    timeout: float = 900,
+    extra_vars: dict | None = None,
+    isolate_aws: bool = False,
+    capture: bool = True,
+    root: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ansible-playbook from a checkout's root (this one by default) with that checkout's
-    ansible.cfg; stdout and stderr are captured together, in order."""
+    """Run ansible-playbook from the project root, or from another checkout's root with that
+    checkout's ansible.cfg: the one way the tests, the bench and the demo do.
+
+    stdout and stderr are captured together, in order (``res.stdout``), unless capture is False
+    (then they go to this process's terminal). ``extra_vars`` are passed as one JSON ``-e``;
+    ``env`` and ``isolate_aws`` as in ansible_env().
+    """
+    vars_args = ("-e", json.dumps(extra_vars)) if extra_vars else ()
     res = subprocess.run(
-        [tool("ansible-playbook"), *args],
-        cwd=root,
-        env={**ansible_env(env), "ANSIBLE_CONFIG": str(root / "ansible.cfg")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        [tool("ansible-playbook"), *vars_args, *args],
+        cwd=root or ROOT,
+        env={**ansible_env(env, isolate_aws=isolate_aws), **({"ANSIBLE_CONFIG": str(root / "ansible.cfg")} if root else {})},
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.STDOUT if capture else None,
         text=True,
         timeout=timeout,
     )
     if check and res.returncode != 0:
-        raise AssertionError(f"ansible-playbook {' '.join(args)} failed:\n{res.stdout[-8000:]}")
+        raise AssertionError(f"ansible-playbook {' '.join(args)} failed:\n{(res.stdout or '')[-8000:]}")
     return res
 
 
@@ -357,18 +368,20 @@ def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = No
 
 
 # --------------------------------------------------------------------------- EC2 emulation overlay
+def emulated_aws_env(endpoint_url: str, region: str = "us-east-2") -> dict[str, str]:
+    """AWS settings that point botocore (modules, inventory plugin, boto3) at an emulated account."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
+
+
 def ec2_env(moto_url: str, owner: str, region: str = "us-east-2") -> dict[str, str]:
     """Environment for site.yml against the emulated EC2 API: the endpoint is the only difference."""
-    return ansible_env(
-        {
-            "AWS_ENDPOINT_URL": moto_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": region,
-            "AWS_DEFAULT_REGION": region,
-            "COLAB_OWNER": owner,
-        }
-    )
+    return ansible_env({**emulated_aws_env(moto_url, region), "COLAB_OWNER": owner})
 
 
 # AWS reserves /aws/... parameter names, so the emulated account publishes its Deep Learning AMI
@@ -376,23 +389,30 @@ def ec2_env(moto_url: str, owner: str, region: str = "us-east-2") -> dict[str, s
 EMULATED_DLAMI_PARAMETER = "/colab-emulated/deeplearning/ubuntu/ami-id"
 
 
-def seed_emulated_account(moto_url: str, region: str = "us-east-2") -> str:
-    """Publish the emulated Deep Learning AMI (Ubuntu) the way AWS publishes the real one."""
-    import boto3
-
-    creds = {"endpoint_url": moto_url, "region_name": region, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    images = boto3.client("ec2", **creds).describe_images(Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])
+def seed_emulated_account(moto_url: str, region: str = "us-east-2", parameter: str = EMULATED_DLAMI_PARAMETER) -> str:
+    """Publish the emulated Deep Learning AMI (Ubuntu) under ``parameter``, the way AWS publishes the real one."""
+    images = aws_client("ec2", moto_url, region).describe_images(
+        Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}]
+    )
     image_id = images["Images"][0]["ImageId"]
-    boto3.client("ssm", **creds).put_parameter(Name=EMULATED_DLAMI_PARAMETER, Value=image_id, Type="String", Overwrite=True)
+    aws_client("ssm", moto_url, region).put_parameter(Name=parameter, Value=image_id, Type="String", Overwrite=True)
     return image_id
 
 
-def write_ec2_overlay(directory: Path, host_name: str, ssh_port: int, key: Path, owner: str, region: str = "us-east-2") -> Path:
+def write_ec2_overlay(
+    directory: Path,
+    host_name: str,
+    ssh_port: int,
+    key: Path,
+    owner: str,
+    region: str = "us-east-2",
+    extra_vars: dict | None = None,
+) -> Path:
     """A second inventory source: maps the emulated instance onto a local container's SSH address.
 
     The playbooks run unchanged; this only supplies what a real account and a real GPU would:
     the instance's reachable address, the key pair's public key, the caller's CIDR and a host
-    without a GPU.
+    without a GPU. ``extra_vars`` are further settings of the caller (a port, a state dir).
     """
     (directory / "group_vars").mkdir(parents=True, exist_ok=True)
     (directory / "hosts.yml").write_text(
@@ -417,5 +437,106 @@ ec2_gpu_host_ssh_cidr: 127.0.0.1/32
 ec2_gpu_host_ami_ssm_parameter: {EMULATED_DLAMI_PARAMETER}
 nvidia_gpu_required: false
 """
+        + (yaml.safe_dump(extra_vars, default_flow_style=False) if extra_vars else "")
     )
     return directory
+
+
+# --------------------------------------------------------------------------- role code under test
+def load_role_file(role: str, relative: str, name: str | None = None) -> types.ModuleType:
+    """Import a role's Python file (a module in library/, a script in files/) for a unit test.
+
+    Role code is not an importable package: Ansible ships library/ modules to hosts one by one
+    and files/ scripts are copied as they are, so each is loaded from its own path.
+    """
+    path = ROOT / "roles" / role / relative
+    spec = importlib.util.spec_from_file_location(name or f"{role}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- processes and AWS clients
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists (one of another user counts)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` s: a process blocked on exit (an ssh whose host went
+    away flushes into a dead connection) still goes, and the caller gets to report its own result."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+def aws_client(service: str, endpoint_url: str, region: str = "us-east-2"):
+    """A boto3 client of the emulated account (moto accepts any credentials; these are fixed)."""
+    import boto3  # only the AWS tests pay for importing it
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+# --------------------------------------------------------------------------- a converged runtime
+RUNTIME_IMAGE = "localhost/colab-test-runtime"
+RUNTIME_TOKEN_FILE = "/etc/colab-runtime/token"
+
+
+def role_digest(role: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in role.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(role)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def runtime_image(base_image: str, key_path: Path, workdir: Path) -> str:
+    """A test-host image with the project's Jupyter runtime (roles/colab_runtime, its defaults)
+    converged on it: the starting point of every test that needs a runtime but does not test
+    its installation (Molecule's colab_runtime scenario and the end-to-end site.yml run do).
+
+    Built once per version of the role and kept: installing the stack takes minutes here. The
+    build's verbose output must not hold the token the role generated, checked once per version
+    of the role like everything else the image stands for.
+    """
+    tag = hashlib.sha256((base_image + role_digest(ROOT / "roles" / "colab_runtime")).encode()).hexdigest()[:12]
+    ref = f"{RUNTIME_IMAGE}:{tag}"
+    if podman("image", "exists", ref, check=False).returncode == 0:
+        return ref
+    host = RemoteHost.start(image=base_image, key_path=key_path, name=f"colab-runtime-build-{uuid.uuid4().hex[:6]}")
+    try:
+        inventory = workdir / "runtime-hosts.yml"
+        inventory.write_text(yaml.safe_dump({"all": {"children": host.inventory("runtime")}}))
+        playbook = workdir / "runtime.yml"
+        play = {"name": "Jupyter runtime", "hosts": "colab_gpu_hosts", "become": True, "roles": ["colab_runtime"]}
+        playbook.write_text(yaml.safe_dump([play]))
+        res = ansible_playbook("-v", "-i", str(inventory), str(playbook), check=True, timeout=1200)
+        token = host.exec("cat", RUNTIME_TOKEN_FILE).stdout.strip()
+        if not token or token in res.stdout:
+            raise AssertionError(f"the runtime's token is missing or was logged by its converge:\n{res.stdout[-4000:]}")
+        podman("commit", "-q", host.name, ref, timeout=300)
+    finally:
+        host.remove()
+    # Only the newest build is worth its disk space.
+    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={RUNTIME_IMAGE}")
+    for old in set(listed.stdout.split()) - {ref}:
+        podman("rmi", old, check=False)
+    return ref

@@ -7,29 +7,21 @@ this machine, which has no GPU.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from colab_testkit.substrate import ROOT, VENV_BIN, load_role_file
+
 LIBRARY = ROOT / "roles" / "nvidia_gpu" / "library"
-DOUBLES = Path(__file__).resolve().parent / "doubles" / "nvidia_gpu"
+DOUBLES = ROOT / "tests" / "doubles" / "nvidia_gpu"
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, LIBRARY / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = _load("nvidia_gpu_probe")
-cuda = _load("nvidia_gpu_cuda_check")
+probe = load_role_file("nvidia_gpu", "library/nvidia_gpu_probe.py", "nvidia_gpu_probe")
+cuda = load_role_file("nvidia_gpu", "library/nvidia_gpu_cuda_check.py", "nvidia_gpu_cuda_check")
 
 
 def double(*parts):
@@ -254,7 +246,7 @@ def _run_module(name, tmp_path):
     env = dict(os.environ, ANSIBLE_LIBRARY=str(LIBRARY), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
                ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                ANSIBLE_LOCAL_TEMP=str(tmp_path))
-    ansible = ROOT / ".venv" / "bin" / "ansible"
+    ansible = VENV_BIN / "ansible"
     result = subprocess.run([str(ansible), "localhost", "-c", "local", "-i", "localhost,", "-m", name,
                              "-e", f"ansible_python_interpreter={sys.executable}"],
                             capture_output=True, text=True, env=env, timeout=120, check=False)

@@ -35,14 +35,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
-import http.server
-import importlib.util
 import json
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -51,11 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import substrate
+from colab_testkit import substrate
 import websocket
 import yaml
 from colab_client import COLAB_ORIGIN, ColabClient
-from substrate import RemoteHost, ansible_playbook, free_port, podman, wait_tcp
+from colab_testkit.substrate import RemoteHost, ansible_playbook, free_port, podman, runtime_image, stop_process, wait_tcp
 
 # Above the Jupyter start-up time of eight test hosts booting at once on a loaded 2-core machine.
 LIMIT = 45  # idle_stop_limit_seconds
@@ -73,7 +68,6 @@ LOADED_TIMEOUT = 180
 TOKEN_FILE = "/etc/colab-runtime/token"
 # Not "colab-test-": other test modules remove those at session start, even while this runs.
 HOST_PREFIX = "colab-idle-test-"
-RUNTIME_IMAGE = "localhost/colab-idle-test-runtime"
 CASES = ("idle", "cell", "notebook", "shell", "tty", "disabled", "shell13", "gpu", "cpu", "onprem")
 # Cases that need no Jupyter run on the plain test-host image of their Debian release.
 PLAIN_HOSTS = {"shell13": "trixie", "gpu": "bookworm", "onprem": "bookworm"}
@@ -94,50 +88,15 @@ while True:
 # test writes to /var/lib/nvidia-smi-test-double (one "index, percent" line per GPU; not in /run,
 # which the reboot empties).
 NVIDIA_SMI_TEST_DOUBLE = r"""#!/bin/sh
-# nvidia-smi TEST DOUBLE installed by tests/test_idle_stop.py; not NVIDIA's tool.
+# nvidia-smi TEST DOUBLE installed by tests/e2e/test_idle_stop.py; not NVIDIA's tool.
 [ "$*" = "--query-gpu=index,utilization.gpu --format=csv,noheader,nounits" ] || {
   echo "nvidia-smi test double: unexpected arguments: $*" >&2; exit 2; }
 cat /var/lib/nvidia-smi-test-double
 """
 
-RUNTIME_ROLE = Path(__file__).resolve().parents[1] / "roles" / "colab_runtime"
 
 
 # --------------------------------------------------------------------------- host plumbing
-def role_digest(role: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in role.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(role)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def runtime_image(base_image: str, key_path: Path, workdir: Path) -> str:
-    """A test-host image with the project's Jupyter runtime (roles/colab_runtime) converged on it.
-
-    Built once per version of the role and kept: installing the stack takes minutes here.
-    """
-    tag = hashlib.sha256((base_image + role_digest(RUNTIME_ROLE)).encode()).hexdigest()[:12]
-    ref = f"{RUNTIME_IMAGE}:{tag}"
-    if podman("image", "exists", ref, check=False).returncode == 0:
-        return ref
-    host = RemoteHost.start(image=base_image, key_path=key_path, name=f"{HOST_PREFIX}build-{uuid.uuid4().hex[:6]}")
-    try:
-        inventory = workdir / "runtime-hosts.yml"
-        inventory.write_text(yaml.safe_dump({"all": {"children": host.inventory("runtime")}}))
-        playbook = workdir / "runtime.yml"
-        play = {"name": "Jupyter runtime", "hosts": "colab_gpu_hosts", "become": True, "roles": ["colab_runtime"]}
-        playbook.write_text(yaml.safe_dump([play]))
-        ansible_playbook("-i", str(inventory), str(playbook), check=True, timeout=1200)
-        podman("commit", "-q", host.name, ref, timeout=300)
-    finally:
-        host.remove()
-    # Only the newest build is worth its disk space.
-    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={RUNTIME_IMAGE}")
-    for old in set(listed.stdout.split()) - {ref}:
-        podman("rmi", old, check=False)
-    return ref
-
-
 def container_state(host: RemoteHost) -> str:
     res = podman("inspect", "-f", "{{.State.Status}}", host.name, check=False)
     return res.stdout.strip()
@@ -192,10 +151,7 @@ class Watch:
 
     def close(self) -> None:
         for proc in (self._journal, self._wait):
-            if proc.poll() is None:
-                proc.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
+            stop_process(proc, timeout=5)
 
 
 def sleep_until(deadline: float) -> None:
@@ -217,14 +173,8 @@ def colab_tunnel(host: RemoteHost):
         yield f"http://127.0.0.1:{port}"
     finally:
         # ssh flushes its output before exiting on SIGTERM; if the host went away meanwhile (a
-        # powered-off container drops packets) that can block: kill it, so that the case reports
-        # its own verdict instead of a timeout in this cleanup.
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        # powered-off container drops packets) that can block: stop_process kills it then.
+        stop_process(proc)
 
 
 def wait_jupyter(url: str, token: str, timeout: float = 60) -> None:
@@ -290,10 +240,7 @@ class Terminal:
         self.proc.stdin.flush()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     @property
     def text(self) -> str:
@@ -739,142 +686,3 @@ def test_limit_zero_removes_the_timer_and_never_stops(fleet):
     assert out.lines == [], show(out)
     assert "idle-stop" not in str(out.extra["timers"])
     assert "idle-stop" not in str(out.extra["files"])
-
-
-# --------------------------------------------------------------------------- decision logic
-# Fast checks of the script's reading of Jupyter's answers, on this machine: a test double
-# serves the Jupyter REST answers; boot time and terminal logins are pinned so that only the
-# answers decide.
-SCRIPT_PATH = Path(__file__).resolve().parents[1] / "roles" / "idle_stop" / "files" / "idle_stop.py"
-
-
-class JupyterApiTestDouble(http.server.ThreadingHTTPServer):
-    """Answers /api/status, /api/kernels and /api/sessions with canned JSON; records requests."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, object] = {}
-        self.status_code = 200
-        self.requests: list[tuple[str, str | None]] = []
-        double = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                double.requests.append((self.path, self.headers.get("Authorization")))
-                path = urllib.parse.urlsplit(self.path).path.rstrip("/")
-                body = json.dumps(double.answers.get(path, {})).encode()
-                self.send_response(double.status_code)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/"
-
-
-def iso(seconds_ago: float) -> str:
-    stamp = time.gmtime(time.time() - seconds_ago)
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", stamp)
-
-
-@pytest.fixture
-def script(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("idle_stop_script", SCRIPT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "boot_time", lambda: time.time() - 86400)
-    monkeypatch.setattr(module, "gather_terminals", tuple)
-    monkeypatch.setattr(module.shutil, "which", lambda name: None)  # no nvidia-smi
-    return module
-
-
-@pytest.fixture
-def jupyter():
-    server = JupyterApiTestDouble()
-    server.answers = {"/api/status": {"last_activity": iso(3600)}, "/api/kernels": [], "/api/sessions": []}
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def decide(script, tmp_path, jupyter, capsys, limit: int = 600, **extra) -> str:
-    """One run of the script in dry-run mode; returns its log line."""
-    token = tmp_path / "token"
-    token.write_text("t0ken\n")
-    config = tmp_path / "idle-stop.json"
-    cfg = {
-        "limit_seconds": limit,
-        "warning_seconds": 120,
-        "jupyter_url": jupyter.url,
-        "jupyter_token_file": str(token),
-        "count_kernel_connections": True,
-        "gpu_utilization_threshold": 10,
-        "state_file": str(tmp_path / "state.json"),
-        **extra,
-    }
-    config.write_text(json.dumps(cfg))
-    old = time.time() - 86400
-    os.utime(config, (old, old))  # configured long ago
-    assert script.main(["--config", str(config), "--dry-run"]) == 0
-    return capsys.readouterr().out.strip()
-
-
-def test_script_names_busy_kernels_and_open_notebooks_without_counting_its_own_polls(script, tmp_path, jupyter, capsys):
-    kid = "abcdef12-3456-7890-abcd-ef1234567890"
-    jupyter.answers["/api/kernels"] = [
-        {"id": kid, "execution_state": "busy", "last_activity": iso(3600), "connections": 2},
-        # Never connected: stays "starting" for ever, which is no use.
-        {"id": "99999999-0000", "execution_state": "starting", "last_activity": iso(3600), "connections": 0},
-    ]
-    jupyter.answers["/api/sessions"] = [{"path": "train.ipynb", "kernel": {"id": kid}}]
-    line = decide(script, tmp_path, jupyter, capsys)
-    assert line.startswith("idle_stop: busy: kernel abcdef12 (train.ipynb) busy; 2 open kernel connections |"), line
-    assert "99999999" not in line.split("|")[0]
-    assert len(jupyter.requests) == 3
-    for path, auth in jupyter.requests:
-        assert "no_track_activity=1" in path
-        assert auth == "token t0ken"
-
-    # The cell finished; a tab is still open but not counted: idle, counted from the last busy run.
-    jupyter.answers["/api/kernels"][0].update(execution_state="idle", connections=1)
-    line = decide(script, tmp_path, jupyter, capsys, count_kernel_connections=False)
-    assert "idle for 0s < 10 min (last: last seen in use, 0s ago)" in line, line
-    assert "1 open kernel connection (not counted)" in line, line
-
-
-def test_script_powers_off_only_once_the_latest_activity_is_a_limit_old(script, tmp_path, jupyter, capsys):
-    jupyter.answers["/api/kernels"] = [{"id": "k1", "execution_state": "idle", "last_activity": iso(500)}]
-    line = decide(script, tmp_path, jupyter, capsys, limit=600)
-    assert "idle for 8 min < 10 min (last: kernel k1 activity" in line, line
-    assert "would warn 0 terminal(s) (dry run)" in line  # inside the warning window (last 120 s)
-    jupyter.answers["/api/kernels"][0]["last_activity"] = iso(601)
-    line = decide(script, tmp_path, jupyter, capsys, limit=600)
-    assert "idle for 10 min >= 10 min" in line and "would power off (dry run)" in line, line
-
-
-def test_script_keeps_an_unreadable_jupyter_up_for_one_limit_only(script, tmp_path, jupyter, capsys):
-    jupyter.status_code = 500
-    line = decide(script, tmp_path, jupyter, capsys, limit=600)
-    assert line.startswith("idle_stop: busy: cannot tell (jupyter answered HTTP 500"), line
-    state_file = tmp_path / "state.json"
-    state = json.loads(state_file.read_text())
-    assert "last_busy" not in state  # unknown is no use: the idle time keeps running
-    state["unknown_since"] -= 601
-    state_file.write_text(json.dumps(state))
-    line = decide(script, tmp_path, jupyter, capsys, limit=600)
-    assert "ignored, unknown for 10 min: jupyter answered HTTP 500" in line, line
-    assert "would power off (dry run)" in line, line
-
-
-def test_script_treats_a_stopped_or_absent_runtime_as_unused(script, tmp_path, jupyter, capsys):
-    line = decide(script, tmp_path, jupyter, capsys, jupyter_url=f"http://127.0.0.1:{free_port()}/")
-    assert "jupyter: not running" in line and "would power off" in line, line
-    line = decide(script, tmp_path, jupyter, capsys, jupyter_token_file=str(tmp_path / "missing"))
-    assert "jupyter: no token file" in line and "would power off" in line, line

@@ -11,7 +11,6 @@ two Notebook 6 modules the extension imports) and the web UI stack (Notebook 7 i
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -25,17 +24,15 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
-ROOT = Path(__file__).resolve().parents[1]
+from colab_testkit.substrate import ROOT
+from colab_testkit.tls import self_signed_cert
+
 ROLE = ROOT / "roles" / "colab_runtime"
 COMPAT = ROLE / "files" / "colab_runtime_compat.py"
 CONSTRAINTS = ROLE / "files" / "constraints.txt"
 REQUIREMENTS_TEMPLATE = ROLE / "templates" / "requirements.txt.j2"
-RUNNER = Path(__file__).resolve().parent / "fixtures" / "http_over_ws_upstream_runner.py"
+RUNNER = ROOT / "tests" / "fixtures" / "http_over_ws_upstream_runner.py"
 CACHE = ROOT / ".cache" / "colab-runtime-upstream"
 
 # tornado >= 6.5 merges consecutive chunks of a chunked HTTP body that are already buffered
@@ -166,31 +163,6 @@ def upstream_venv(stack) -> Path:
     return venv
 
 
-def self_signed_pair(directory: Path) -> None:
-    """test/test.crt + test/test.key for localhost, where the suite looks for them."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "test.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "test.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        )
-    )
-
-
 @pytest.fixture(scope="module")
 def suite_dir(upstream_venv, tmp_path_factory) -> Path:
     """A copy of the installed handlers_test.py with a fresh HTTPS key pair beside it."""
@@ -198,14 +170,17 @@ def suite_dir(upstream_venv, tmp_path_factory) -> Path:
     assert found, "handlers_test.py is not in the installed jupyter_http_over_ws wheel"
     directory = tmp_path_factory.mktemp("http_over_ws_suite")
     shutil.copy(found[0], directory / "handlers_test.py")
-    self_signed_pair(directory / "test")
+    # Run from the same folder, so that the runner imports this copy of the suite.
+    shutil.copy(RUNNER, directory / RUNNER.name)
+    # test/test.crt + test/test.key for localhost, where the suite looks for them.
+    self_signed_cert(directory / "test" / "test.crt", directory / "test" / "test.key", ["localhost"], days=1)
     return directory
 
 
 def run_suite(venv: Path, directory: Path, *args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     res = subprocess.run(
-        [str(venv / "bin" / "python"), str(RUNNER), *args],
+        [str(venv / "bin" / "python"), str(directory / RUNNER.name), *args],
         cwd=directory, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-4000:]

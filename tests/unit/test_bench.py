@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from substrate import ROOT
+from colab_testkit.substrate import ROOT
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -14,7 +14,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_probe_imports_the_colab_client_and_the_chromium_driver():
     # probe.py imports the Chromium driver only when asked for the browser client: import it here.
-    res = run("-c", "import sys; sys.path.insert(0, 'bench'); import probe; from browser import ColabBrowser; print(probe.FLOWS)")
+    code = "import runpy; from colab_testkit.browser import ColabBrowser; print(runpy.run_path('bench/probe.py')['FLOWS'])"
+    res = run("-c", code)
     assert res.returncode == 0, res.stderr
     assert "http_over_ws" in res.stdout
 
@@ -27,8 +28,8 @@ def test_run_py_starts():
 
 def test_bench_tunnel_alias_is_the_role_s():
     code = (
-        "import sys; sys.path.insert(0, 'bench'); import run; "
-        "print(run.Site.alias.fget(None))"
+        "import runpy; "
+        "print(runpy.run_path('bench/run.py')['Site'].alias.fget(None))"
     )
     res = run("-c", code)
     assert res.returncode == 0, res.stderr

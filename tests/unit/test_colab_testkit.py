@@ -1,0 +1,98 @@
+"""The test kit (tests/colab_testkit) itself: one copy of the shared code, and its helpers behave."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+import colab_client
+from colab_testkit.substrate import (
+    ROOT,
+    ansible_env,
+    pid_alive,
+    stop_process,
+    write_ec2_overlay,
+)
+
+PATH_HACK = re.compile(r"sys\.path\.(insert|append)\(|site\.addsitedir\(")
+
+
+def tracked_python_files() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [ROOT / line for line in listed.stdout.splitlines()]
+
+
+def test_no_python_file_edits_the_import_path():
+    hacks = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in tracked_python_files()
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if PATH_HACK.search(line)
+    ]
+    assert hacks == [], "import the kit (colab_testkit) or the client (colab_client) instead"
+
+
+def test_the_client_the_tests_import_is_the_one_the_role_loads():
+    assert Path(colab_client.__file__).resolve() == ROOT / "roles" / "colab_tunnel" / "module_utils" / "colab_client.py"
+    copies = [p for p in tracked_python_files() if p.name == "colab_client.py"]
+    assert copies == [ROOT / "roles" / "colab_tunnel" / "module_utils" / "colab_client.py"]
+
+
+def test_stop_process_kills_what_ignores_sigterm():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == b"1"  # the handler is in place
+    started = time.monotonic()
+    stop_process(proc, timeout=1)
+    assert proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+    stop_process(proc)  # already gone: nothing to do
+
+
+def test_pid_alive():
+    assert pid_alive(os.getpid())
+    assert not pid_alive(None) and not pid_alive(0)
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert not pid_alive(child.pid)
+
+
+def test_isolated_aws_environment_keeps_only_what_the_test_gives(monkeypatch):
+    monkeypatch.setenv("AWS_PROFILE", "someones-real-account")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREAL")
+    env = ansible_env({"AWS_ENDPOINT_URL": "http://127.0.0.1:5000"}, isolate_aws=True)
+    assert "AWS_PROFILE" not in env and "AWS_ACCESS_KEY_ID" not in env
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
+    assert not Path(env["AWS_CONFIG_FILE"]).exists() and not Path(env["AWS_SHARED_CREDENTIALS_FILE"]).exists()
+    assert env["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert ansible_env()["AWS_PROFILE"] == "someones-real-account"  # not isolated: passed on
+
+
+def documented_variables() -> set[str]:
+    names: set[str] = set()
+    for spec in ROOT.glob("roles/*/meta/argument_specs.yml"):
+        for entry in (yaml.safe_load(spec.read_text())["argument_specs"] or {}).values():
+            names |= set((entry or {}).get("options") or {})
+    return names
+
+
+def test_overlay_sets_only_documented_variables(tmp_path):
+    # The extra settings are the bench's: its own overlay once named a variable that no longer existed.
+    overlay = write_ec2_overlay(
+        tmp_path, "colab-gpu-runtime-bench", 2222, tmp_path / "id_ed25519", "bench",
+        extra_vars={"colab_runtime_port": 18888, "colab_tunnel_state_dir": str(tmp_path / "colab")},
+    )  # fmt: skip
+    settings = yaml.safe_load((overlay / "group_vars" / "all.yml").read_text())
+    assert settings["colab_runtime_port"] == 18888
+    assert sorted(set(settings) - documented_variables()) == []
+    hosts = yaml.safe_load((overlay / "hosts.yml").read_text())
+    assert hosts["all"]["hosts"]["colab-gpu-runtime-bench"]["ansible_port"] == 2222

@@ -1,0 +1,43 @@
+"""The colab_tunnel role's proof action loads its Colab client under ansible-playbook.
+
+The client lives in the role's module_utils folder; the action finds it through Ansible's own
+module_utils loader (which knows the folder once the role is loaded), not through a file path.
+Nothing listens on the port, so the proof must fail with the client's own verdict for each flow:
+that verdict exists only if the client was found and imported.
+"""
+
+from __future__ import annotations
+
+import json
+
+from colab_testkit.substrate import ansible_playbook, free_port
+
+PLAY = """\
+- name: Prove a cell through a tunnel that is not there
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Run the role's proof task
+      ansible.builtin.include_role:
+        name: colab_tunnel
+        tasks_from: prove.yml
+"""
+
+
+def test_proof_action_imports_the_client_from_module_utils(tmp_path):
+    playbook = tmp_path / "prove.yml"
+    playbook.write_text(PLAY)
+    variables = {
+        "colab_tunnel_local_port": free_port(),
+        "_colab_tunnel_token": "not-a-token",
+        "colab_tunnel_prove_flows": ["direct", "http_over_ws"],
+    }
+    res = ansible_playbook(
+        "-i", "localhost,", "-c", "local", "-e", json.dumps(variables), str(playbook),
+        env={"ANSIBLE_ROLES_PATH": "roles"}, timeout=120,
+    )  # fmt: skip
+    assert res.returncode != 0, res.stdout[-3000:]
+    assert "colab_client.py is missing" not in res.stdout, res.stdout[-3000:]
+    assert "No module named" not in res.stdout, res.stdout[-3000:]
+    # One verdict line per flow, from colab_client.check_flows.
+    assert "direct: FAILED" in res.stdout and "http_over_ws: FAILED" in res.stdout, res.stdout[-3000:]
