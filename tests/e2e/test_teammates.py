@@ -7,20 +7,17 @@ default identity. Bob provisions; nothing you run may change what he created.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import boto3
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from colab_testkit.substrate import ROOT, seed_emulated_account
 
-from test_provision import (  # noqa: E402
+# pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
+from test_provision import (
+    DLAMI_PARAMETER,
     NAME,
     OWNER,
     REGION,
-    ROOT,
     SPOT,
     SSH_CIDR,
     ansible_env,
@@ -29,7 +26,6 @@ from test_provision import (  # noqa: E402
     leftovers,
     output,
     provision,
-    put_dlami_parameter,
     run_playbook,
     tags,
 )
@@ -42,8 +38,8 @@ BOB = "arn:aws:iam::123456789012:user/bob"
 YOUR_CIDR = "198.51.100.99/32"
 
 
-def teardown(server, tmp: Path, env: dict, **variables):
-    return run_playbook(ROOT / "playbooks" / "teardown.yml", env, {"ec2_gpu_host_region": REGION, **variables}, tmp)
+def teardown(env: dict, **variables):
+    return run_playbook(ROOT / "playbooks" / "teardown.yml", env, {"ec2_gpu_host_region": REGION, **variables})
 
 
 def flat(proc) -> str:
@@ -68,10 +64,8 @@ def bobs_runtime(moto_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("teammates")
     for person in ("bob", "you"):
         (tmp / person).mkdir()
-    put_dlami_parameter(moto_server)
-    iam = boto3.client(
-        "iam", endpoint_url=moto_server.url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
+    seed_emulated_account(moto_server.url, REGION, DLAMI_PARAMETER)
+    iam = moto_server.client("iam", REGION)
     iam.create_user(UserName="bob")
     key = iam.create_access_key(UserName="bob")["AccessKey"]
     bob_env = ansible_env(moto_server)
@@ -123,11 +117,11 @@ class TestTeammates:
         assert [c["CidrIp"] for r in before["rules"] for c in r["IpRanges"]] == [SSH_CIDR]
 
     def test_your_teardown_does_not_stop_or_terminate_bobs_instance(self, bobs_runtime):
-        client, server, tmp = bobs_runtime["client"], bobs_runtime["server"], bobs_runtime["tmp"]
+        client, server = bobs_runtime["client"], bobs_runtime["server"]
         before = snapshot(client)
-        proc = teardown(server, tmp, ansible_env(server))
+        proc = teardown(ansible_env(server))
         refused_for_creator(proc, f"Instance {bobs_runtime['instance_id']}")
-        proc = teardown(server, tmp, ansible_env(server), ec2_gpu_host_terminate=bobs_runtime["instance_id"])
+        proc = teardown(ansible_env(server), ec2_gpu_host_terminate=bobs_runtime["instance_id"])
         refused_for_creator(
             proc, f"Instance {bobs_runtime['instance_id']}", f"Security group {before['group_id']}", f"Key pair {NAME}",
             f"Launch template {NAME}-spot",
@@ -146,9 +140,9 @@ class TestTeammates:
 
     def test_override_acts_and_keeps_the_recorded_creator(self, bobs_runtime):
         """The explicit override is the one way through; terminating then removes Bob's runtime."""
-        client, server, tmp = bobs_runtime["client"], bobs_runtime["server"], bobs_runtime["tmp"]
+        client, server = bobs_runtime["client"], bobs_runtime["server"]
         proc = teardown(
-            server, tmp, ansible_env(server),
+            ansible_env(server),
             ec2_gpu_host_terminate=bobs_runtime["instance_id"], ec2_gpu_host_ignore_creator_arn=True,
         )  # fmt: skip
         assert proc.returncode == 0, output(proc)[-6000:]
@@ -177,18 +171,3 @@ def test_generic_owner_is_refused_before_anything_is_created(moto, tmp_path):
     assert leftovers(ec2(moto)) == {"instances": [], "security_groups": [], "key_pairs": [], "launch_templates": []}
     assert not (tmp_path / "keys").exists()
 
-
-def test_a_generated_session_name_counts_as_its_role():
-    """botocore names an assumed role's session botocore-session-<epoch>: a new ARN on every login."""
-    sys.path.insert(0, str(ROOT / "roles" / "ec2_gpu_host" / "filter_plugins"))
-    from ec2_gpu_host import ec2_gpu_host_caller_principal as principal
-
-    assert principal("arn:aws:sts::123456789012:assumed-role/Dev/botocore-session-1764583200") == (
-        "arn:aws:sts::123456789012:assumed-role/Dev/*"
-    )
-    for kept in (
-        "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_0123/alice@example.com",
-        "arn:aws:sts::123456789012:assumed-role/Dev/alice",
-        "arn:aws:iam::123456789012:user/bob",
-    ):
-        assert principal(kept) == kept

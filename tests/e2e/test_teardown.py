@@ -9,21 +9,20 @@ explanation offers do continue on-demand with the same disk.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from colab_testkit.substrate import ROOT, seed_emulated_account
 
-from test_provision import (  # noqa: E402
+# pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
+from test_provision import (
+    DLAMI_PARAMETER,
     HOOKS,
     NAME,
     OWNER,
     OWNER_TAG,
     PROJECT_TAG,
     REGION,
-    ROOT,
     SPOT,
     SSH_CIDR,
     ansible_env,
@@ -32,7 +31,6 @@ from test_provision import (  # noqa: E402
     leftovers,
     output,
     provision,
-    put_dlami_parameter,
     run_playbook,
     tags,
 )
@@ -49,10 +47,9 @@ def flat(proc) -> str:
     return " ".join(output(proc).split())
 
 
-def teardown(server, tmp: Path, env: dict | None = None, **variables):
-    return run_playbook(
-        ROOT / "playbooks" / "teardown.yml", env or ansible_env(server), {"ec2_gpu_host_region": REGION, **variables}, tmp
-    )
+def teardown(server, env: dict | None = None, **variables):
+    variables = {"ec2_gpu_host_region": REGION, **variables}
+    return run_playbook(ROOT / "playbooks" / "teardown.yml", env or ansible_env(server), variables)
 
 
 def tag_list(values: dict) -> list[dict]:
@@ -105,7 +102,7 @@ def runtime(moto_server, tmp_path_factory):
 class TestTerminate:
     def test_stop_acts_on_this_runtime_only(self, runtime):
         client = runtime["client"]
-        proc = teardown(runtime["server"], runtime["tmp"])
+        proc = teardown(runtime["server"])
         assert proc.returncode == 0, output(proc)[-6000:]
         assert state(client, runtime["instance_id"]) == "stopped"
         assert state(client, runtime["other"]) == "running", "another runtime of the same owner is not this one"
@@ -118,7 +115,7 @@ class TestTerminate:
     def test_terminate_without_this_instance_id_is_refused(self, runtime, value):
         client = runtime["client"]
         before = leftovers(client)
-        proc = teardown(runtime["server"], runtime["tmp"], ec2_gpu_host_terminate=value)
+        proc = teardown(runtime["server"], ec2_gpu_host_terminate=value)
         text = flat(proc)
         assert proc.returncode != 0
         assert (
@@ -138,7 +135,7 @@ class TestTerminate:
         key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
         known_hosts.write_text(f"{runtime['instance_id']} {key}\n{NAME} {key}\n{runtime['other']} {key}\n")
         proc = teardown(
-            runtime["server"], tmp, ec2_gpu_host_terminate=runtime["instance_id"], ec2_gpu_host_known_hosts_file=str(known_hosts)
+            runtime["server"], ec2_gpu_host_terminate=runtime["instance_id"], ec2_gpu_host_known_hosts_file=str(known_hosts)
         )
         assert proc.returncode == 0, output(proc)[-6000:]
         assert state(client, runtime["instance_id"]) == "terminated"
@@ -173,7 +170,7 @@ def interrupted_env(server, instance_id: str) -> dict:
 def interrupted(moto_server, tmp_path_factory, ssh_key):
     moto_server.reset()
     tmp = tmp_path_factory.mktemp("interrupted")
-    put_dlami_parameter(moto_server)
+    seed_emulated_account(moto_server.url, REGION, DLAMI_PARAMETER)
     proc, facts = provision(moto_server, tmp, ec2_gpu_host_ssh_private_key_file=str(ssh_key), **SPOT)
     assert proc.returncode == 0, output(proc)[-6000:]
     client = ec2(moto_server)
@@ -210,7 +207,7 @@ class TestInterruptedSpot:
     def test_offered_commands_continue_on_demand_with_the_same_disk(self, interrupted):
         client, server, tmp, instance_id = (interrupted[k] for k in ("client", "server", "tmp", "instance_id"))
         proc = teardown(
-            server, tmp, interrupted_env(server, instance_id),
+            server, interrupted_env(server, instance_id),
             ec2_gpu_host_terminate=instance_id, ec2_gpu_host_final_snapshot=True,
         )  # fmt: skip
         assert proc.returncode == 0, output(proc)[-6000:]
