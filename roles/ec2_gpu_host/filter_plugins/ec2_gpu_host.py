@@ -3,7 +3,10 @@
 """Filters of the ec2_gpu_host role.
 
 ec2_gpu_host_running picks the owner's running instance out of the aws_ec2 inventory, so a
-re-run does not describe again what the inventory has just described.
+re-run does not describe again what the inventory has just described. The others hold the
+decisions the tasks would otherwise spell as Jinja loops: which launches to try in which order,
+which login user an image has, which subnets cannot reach the internet, which same-named
+resources exist, and which region and owner the aws_ec2 inventory reads.
 
 ansible.utils' ipaddr needs the netaddr library, which the controller does not otherwise
 need; Python's ipaddress module gives an exact answer with no extra dependency.
@@ -12,6 +15,9 @@ need; Python's ipaddress module gives an exact answer with no extra dependency.
 from __future__ import annotations
 
 import ipaddress
+import re
+
+import yaml
 
 
 def ec2_gpu_host_cidr_info(value):
@@ -58,9 +64,110 @@ def ec2_gpu_host_running(hosts_vars, region, tags):
     return found
 
 
+def ec2_gpu_host_launch_candidates(types, subnets, type_info, spot=False, fallback_to_on_demand=True):
+    """Launch attempts in preference order: market (spot first when asked), then type, then zone.
+
+    `types` is the ordered list of usable instance types, `subnets` the subnets sorted by zone,
+    `type_info` the ec2_gpu_host_instance_type_info answer's instance_types (each with `zones`).
+    """
+    markets = (["spot"] if spot else []) + (["on-demand"] if not spot or fallback_to_on_demand else [])
+    return [
+        {"market": market, "type": itype, "subnet_id": subnet["subnet_id"], "zone": subnet["availability_zone"]}
+        for market in markets
+        for itype in types
+        for subnet in subnets
+        if subnet["availability_zone"] in ((type_info.get(itype) or {}).get("zones") or [])
+    ]
+
+
+def ec2_gpu_host_login_user(image, rules, explicit=""):
+    """The login user: the explicit setting, else the first rule whose pattern matches the image's name or description."""
+    if explicit:
+        return explicit
+    text = "%s %s" % ((image or {}).get("name") or "", (image or {}).get("description") or "")
+    for rule in rules or []:
+        if re.search(rule["pattern"], text):
+            return rule["user"]
+    return ""
+
+
+def ec2_gpu_host_private_subnets(subnets, route_tables):
+    """Ids of the subnets whose route table has no default route to an internet gateway.
+
+    A subnet uses its explicitly associated route table, else its VPC's main one. An instance in
+    such a subnet gets a public address that nothing can reach, so SSH to it would never answer.
+    """
+    by_subnet, main = {}, {}
+    for table in route_tables or []:
+        for assoc in table.get("associations") or []:
+            if assoc.get("subnet_id"):
+                by_subnet[assoc["subnet_id"]] = table
+            if assoc.get("main"):
+                main[table.get("vpc_id")] = table
+
+    def reaches_internet(table):
+        return any(
+            route.get("destination_cidr_block") == "0.0.0.0/0" and str(route.get("gateway_id") or "").startswith("igw-")
+            and route.get("state", "active") == "active"
+            for route in (table or {}).get("routes") or []
+        )
+
+    return [
+        subnet["subnet_id"]
+        for subnet in subnets or []
+        if not reaches_internet(by_subnet.get(subnet["subnet_id"]) or main.get(subnet.get("vpc_id")))
+    ]
+
+
+def ec2_gpu_host_same_named(security_groups, key_pairs, launch_templates):
+    """Resources that carry one of the names the role would create, with the setting that names each."""
+    found = []
+    for kind, items, name_key, setting in (
+        ("Security group", security_groups, "group_name", "ec2_gpu_host_security_group_name"),
+        ("Key pair", key_pairs, "key_name", "ec2_gpu_host_key_name"),
+        ("Launch template", launch_templates, "launch_template_name", "ec2_gpu_host_name"),
+    ):
+        for item in items or []:
+            found.append({"kind": kind, "name": item.get(name_key), "tags": item.get("tags") or {}, "setting": setting})
+    return found
+
+
+def _plain(value):
+    """A value written literally in the settings file (not a template, not empty), else ''."""
+    text = "" if value is None else str(value)
+    return text if text and "{" not in text else ""
+
+
+def ec2_gpu_host_inventory_scope(settings_text, env):
+    """The region and owner inventory/aws_ec2.yml looks for instances with.
+
+    The inventory cannot see extra vars (-e), only the settings file and the environment: a plain
+    value in the file, else AWS_REGION / AWS_DEFAULT_REGION / us-east-2 and COLAB_OWNER / USER.
+    """
+    try:
+        settings = yaml.safe_load(settings_text or "") or {}
+    except yaml.YAMLError:
+        settings = {}
+    if not isinstance(settings, dict):
+        settings = {}
+    env = env or {}
+    return {
+        "region": _plain(settings.get("ec2_gpu_host_region"))
+        or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-2",
+        "owner": _plain(settings.get("ec2_gpu_host_owner")) or env.get("COLAB_OWNER") or env.get("USER") or "",
+        "region_from": "settings" if _plain(settings.get("ec2_gpu_host_region")) else "environment",
+        "owner_from": "settings" if _plain(settings.get("ec2_gpu_host_owner")) else "environment",
+    }
+
+
 class FilterModule:
     def filters(self):
         return {
             "ec2_gpu_host_cidr_info": ec2_gpu_host_cidr_info,
             "ec2_gpu_host_running": ec2_gpu_host_running,
+            "ec2_gpu_host_launch_candidates": ec2_gpu_host_launch_candidates,
+            "ec2_gpu_host_login_user": ec2_gpu_host_login_user,
+            "ec2_gpu_host_private_subnets": ec2_gpu_host_private_subnets,
+            "ec2_gpu_host_same_named": ec2_gpu_host_same_named,
+            "ec2_gpu_host_inventory_scope": ec2_gpu_host_inventory_scope,
         }
