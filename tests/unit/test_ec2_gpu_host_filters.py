@@ -132,3 +132,32 @@ def test_inventory_scope_matches_what_the_inventory_file_resolves(tmp_path):
     assert found, out[-3000:]
     assert json.loads(base64.b64decode(found.group(1))) == [expected["region"], expected["owner"]]
     assert expected == {"region": "us-east-2", "owner": "scope-owner", "region_from": "settings", "owner_from": "environment"}
+
+
+INSTANCE = {"id": "i-1", "region": "us-east-2", "type": "g4dn.xlarge", "price": 0.526, "started": True, "launched": True,
+            "stop": {"changed": True}}  # fmt: skip
+
+
+def test_failure_report_of_a_stopped_instance():
+    got = filters.ec2_gpu_host_failure_report("Task X failed:\n  boom", INSTANCE)
+    assert got.startswith("Task X failed: boom -- Instance i-1 (g4dn.xlarge in us-east-2, $0.5260/h while running), which"
+                          " this run launched, has been STOPPED")  # fmt: skip
+    assert "`ansible-playbook playbooks/teardown.yml -e ec2_gpu_host_terminate=true`" in got
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"stop": None}, "(ec2_gpu_host_stop_on_failure is false)"),
+        ({"stop": {"failed": True, "msg": "UnauthorizedOperation\n  nope"}}, ": stopping it failed (UnauthorizedOperation nope)"),
+        ({"stop": None, "started": False, "launched": False, "price": None}, "(it was running before this run;"),
+    ],
+)
+def test_failure_report_of_an_instance_left_running(change, reason):
+    got = filters.ec2_gpu_host_failure_report("It failed.", dict(INSTANCE, **change))
+    assert " is still RUNNING and billing " in got and reason in got, got
+    assert got.endswith("Stop it: `aws ec2 stop-instances --region us-east-2 --instance-ids i-1`."), got
+
+
+def test_failure_report_of_a_host_that_is_no_instance():
+    assert filters.ec2_gpu_host_failure_report("It failed.", {"id": ""}) == "It failed."

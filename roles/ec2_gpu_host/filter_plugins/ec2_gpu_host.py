@@ -160,6 +160,40 @@ def ec2_gpu_host_inventory_scope(settings_text, env):
     }
 
 
+def ec2_gpu_host_failure_report(failure, instance):
+    """The last words of a run that failed after an instance was launched or started.
+
+    `instance` says what is left: id ('' when the failed host is not one of the project's
+    instances), region, type, price (per hour, or None), started (this run launched or started
+    it), launched (this run launched it), stop (the stop task's result, or None when it did not
+    run) and stop_on_failure (the setting).
+    """
+    text = " ".join(str(failure or "").split())
+    if len(text) > 1500:
+        text = text[:1497] + "..."
+    if not instance.get("id"):
+        return text
+    price = "$%.4f/h" % float(instance["price"]) if instance.get("price") is not None else "by the hour (price unknown)"
+    what = " ".join(p for p in (instance.get("type"), "in " + instance["region"]) if p)
+    head = "%s -- Instance %s (%s, %s while running)" % (text, instance["id"], what, price)
+    stop = instance.get("stop")
+    stop_command = "`aws ec2 stop-instances --region %s --instance-ids %s`" % (instance["region"], instance["id"])
+    if stop is not None and not stop.get("failed"):
+        return (
+            "%s, which this run %s, has been STOPPED so that it does not bill: while stopped only its disk costs"
+            " (gp3, about $0.08 per GB-month). Fix the cause and run `ansible-playbook site.yml` again (it starts the"
+            " same instance); to delete it: `ansible-playbook playbooks/teardown.yml -e ec2_gpu_host_terminate=true`."
+            % (head, "launched" if instance.get("launched") else "started")
+        )
+    if stop is not None:
+        why = ": stopping it failed (%s)" % " ".join(str(stop.get("msg") or "").split())[:200]
+    elif instance.get("started"):
+        why = " (ec2_gpu_host_stop_on_failure is false), possibly without its idle auto-stop"
+    else:
+        why = " (it was running before this run; its idle auto-stop stops it once idle, if it was installed)"
+    return "%s is still RUNNING and billing %s%s. Stop it: %s." % (head, price, why, stop_command)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -170,4 +204,5 @@ class FilterModule:
             "ec2_gpu_host_private_subnets": ec2_gpu_host_private_subnets,
             "ec2_gpu_host_same_named": ec2_gpu_host_same_named,
             "ec2_gpu_host_inventory_scope": ec2_gpu_host_inventory_scope,
+            "ec2_gpu_host_failure_report": ec2_gpu_host_failure_report,
         }
