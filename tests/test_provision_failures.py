@@ -167,6 +167,14 @@ BAD_INPUT = {
         {"ec2_gpu_host_security_group_name": "colab sg"},
         ["ec2_gpu_host_security_group_name is 'colab sg'"],
     ),
+    "driver branch": (
+        {"nvidia_gpu_branch": "latest"},
+        ["nvidia_gpu_branch is 'latest', expected a driver branch number"],
+    ),
+    "runtime token": (
+        {"colab_runtime_token": "short"},
+        ["colab_runtime_token must be at least 32 hexadecimal characters"],
+    ),
     "missing instance profile": (
         {"ec2_gpu_host_iam_instance_profile": "no-such-profile"},
         ["ec2_gpu_host_iam_instance_profile 'no-such-profile' is not an instance profile of this account"],
