@@ -43,7 +43,8 @@ def status(headers, path="/api/status"):
 
 props = ["ActiveState", "UnitFileState", "Restart", "MainPID", "User", "NoNewPrivileges",
          "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "DevicePolicy",
-         "RestrictSUIDSGID", "ProtectKernelTunables", "ProtectKernelModules", "ReadWritePaths"]
+         "RestrictSUIDSGID", "ProtectKernelTunables", "ProtectKernelModules", "ReadWritePaths",
+         "ExecStartPreEx", "After", "Environment", "MemoryDenyWriteExecute"]
 show = dict(line.split("=", 1) for line in run("systemctl", "show", "%(service)s",
             *("-p" + p for p in props)).splitlines())
 pid = show["MainPID"]
@@ -66,6 +67,21 @@ def uv():
             out["wheel_uv_sha256"] = sha256(archive.read("uv-%(uv_version)s.data/scripts/uv"))
     out["arch"] = os.uname().machine
     return out
+
+def kernel_env():
+    current = "/var/lib/colab-runtime/kernel/current"
+    env = os.path.realpath(current)
+    def owner(path):
+        return pwd.getpwuid(os.stat(path).st_uid).pw_name
+    as_user = subprocess.run(["runuser", "-u", "colab", "--", current + "/bin/python", "-c",
+                              "import ipykernel, pip, sys; print(sys.prefix, pip.__version__)"],
+                             capture_output=True, text=True)
+    return {"link": os.readlink(current), "env": env, "owners": [owner(p) for p in (env, env + "/bin", env + "/lib")],
+            "pip_owner": owner(env + "/bin/pip"), "as_user": [as_user.returncode, as_user.stdout.strip(), as_user.stderr[-500:]],
+            "pip_conf": open(env + "/pip.conf").read(),
+            "kernelspec": json.load(open("%(prefix)s/share/jupyter/kernels/python3/kernel.json")),
+            "kernelspec_owner": owner("%(prefix)s/share/jupyter/kernels/python3/kernel.json"),
+            "server_venv_owner": owner("/opt/colab-runtime/venv/bin")}
 
 tok = os.stat("%(token)s")
 token = open("%(token)s").read().strip()
@@ -91,6 +107,8 @@ print(json.dumps({
     # The image has python3 and ca-certificates: apt must not have run (no package lists fetched).
     "apt_lists": sorted(f for f in os.listdir("/var/lib/apt/lists") if f not in ("lock", "partial")),
     "dpkg_python3_venv": run("dpkg-query", "--show", "--showformat=${db:Status-Status}", "python3-venv"),
+    "kernel": kernel_env(),
+    "journal": run("journalctl", "-u", "%(service)s", "--no-pager", "-o", "cat"),
 }))
 """ % {"port": PORT, "service": SERVICE, "token": TOKEN_FILE, "config": CONFIG_FILE, "prefix": PREFIX,
        "uv_version": UV_VERSION}  # fmt: skip
@@ -215,3 +233,51 @@ def test_web_ui_stack_not_installed(facts):
     assert "lark" not in installed
     # What Colab needs is there.
     assert {"jupyter-server", "ipykernel", "jupyter-http-over-ws", "tornado", "setuptools"} <= installed
+
+
+KERNEL_DIR = "/var/lib/colab-runtime/kernel"
+
+
+def test_kernel_env_owned_by_the_service_user_with_pip(facts):
+    kernel = facts["kernel"]
+    assert kernel["link"] == kernel["env"]
+    assert kernel["env"].startswith(f"{KERNEL_DIR}/envs/python3."), kernel
+    assert kernel["owners"] == ["colab"] * 3
+    assert kernel["pip_owner"] == "colab"
+    rc, out, err = kernel["as_user"]
+    assert rc == 0, err
+    assert out.split()[0] in (f"{KERNEL_DIR}/current", kernel["env"])
+    # The server's venv stays root's.
+    assert kernel["server_venv_owner"] == "root"
+    # Cell installs trust the same CA bundle as the role's own installs; no GPU here: no PyTorch index.
+    assert "cert = /etc/ssl/certs/ca-certificates.crt" in kernel["pip_conf"]
+    assert "download.pytorch.org" not in kernel["pip_conf"]
+
+
+def test_kernelspec_python3_is_the_kernel_env(facts):
+    spec = facts["kernel"]["kernelspec"]
+    assert spec["argv"][:3] == [f"{KERNEL_DIR}/current/bin/python", "-m", "ipykernel_launcher"]
+    assert facts["kernel"]["kernelspec_owner"] == "root"
+    assert "c.KernelSpecManager.ensure_native_kernel = False" in facts["config"]["text"]
+    environment = facts["show"]["Environment"].split()
+    assert f"JUPYTER_PATH={PREFIX}/share/jupyter" in environment
+
+
+def test_unit_path_leads_to_the_kernel_env(facts):
+    environment = facts["show"]["Environment"].split()
+    path = next(e for e in environment if e.startswith("PATH="))[len("PATH="):].split(":")
+    assert path[0] == f"{KERNEL_DIR}/current/bin"
+    assert "/usr/bin" in path
+    assert f"VIRTUAL_ENV={KERNEL_DIR}/current" in environment
+
+
+def test_device_node_step_runs_as_root_before_the_server(facts):
+    show = facts["show"]
+    # ExecStartPre=+ (flags=privileged): root, outside the sandbox, before ExecStart.
+    assert f"path={PREFIX}/gpu-device-nodes.sh" in show["ExecStartPreEx"]
+    assert "flags=privileged" in show["ExecStartPreEx"]
+    assert "nvidia-persistenced.service" in show["After"].split()
+    assert show["MemoryDenyWriteExecute"] == "no"
+    # No GPU in the test host: the step skipped cleanly and the server started after it.
+    assert "gpu-device-nodes: no NVIDIA driver loaded, nothing to do" in facts["journal"]
+    assert show["ActiveState"] == "active"
