@@ -1,7 +1,7 @@
 """The notebook kernel environment of the colab_runtime role, used from Colab-protocol cells.
 
 One Debian 12 host (systemd + sshd in podman) gets the role over SSH with the minimal package
-set; cells then install packages the way a Colab user does (%pip install, !pip install) and the
+set (Runtime.converge picks it); cells then install packages the way a Colab user does (%pip install, !pip install) and the
 tests check that they stay through a service restart, a host restart and later converges, and
 that a changed declared package list never restarts the server.
 """
@@ -13,7 +13,7 @@ import re
 
 import pytest
 from colab_client import ColabClient
-from substrate import play_recap
+from substrate import free_port, play_recap
 from test_colab_runtime import SERVICE, Runtime, start_host
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,6 @@ CURRENT = f"{KERNEL_DIR}/current"
 CELL_PIP_PACKAGE = "iniconfig"  # %pip install
 SHELL_PIP_PACKAGE = "pluggy"  # !pip install
 DECLARED_PACKAGE = "mdurl"  # colab_runtime_kernel_packages, added later
-SETTINGS = {"colab_runtime_kernel_package_set": "minimal"}
 
 WHERE = r"""
 import json, os, shutil, subprocess, sys
@@ -58,11 +57,9 @@ def installed(result: dict[str, str]) -> bool:
 @pytest.fixture(scope="module")
 def runtime(bookworm_image, ssh_key, tmp_path_factory):
     host = start_host(bookworm_image, ssh_key)
-    from substrate import free_port
-
     rt = Runtime(host, tmp_path_factory.mktemp("kernel_env"), free_port())
     try:
-        first = rt.converge(**SETTINGS)
+        first = rt.converge()
         assert first.returncode == 0, first.stdout[-6000:]
         rt.open_tunnel()
         yield rt
@@ -72,7 +69,7 @@ def runtime(bookworm_image, ssh_key, tmp_path_factory):
 
 
 def test_kernel_runs_in_the_user_owned_kernel_environment(runtime):
-    with ColabClient(runtime.url, None, flow="http_over_ws", timeout=60) as client:
+    with ColabClient(runtime.url, None, flow="direct", timeout=120) as client:
         where = json.loads(client.execute(WHERE).strip().splitlines()[-1])
         # !python in a cell: the shell's PATH leads to the same environment.
         shell = client.execute("!python -c 'import sys; print(sys.prefix)'").strip()
@@ -112,7 +109,7 @@ def test_cell_installs_survive_restarts_and_converges(runtime):
     after_reboot = imports(runtime, *both)
     assert installed(after_reboot), after_reboot
 
-    res = runtime.converge(**SETTINGS)
+    res = runtime.converge()
     assert res.returncode == 0, res.stdout[-4000:]
     assert play_recap(res.stdout)[runtime.host.name]["changed"] == 0, res.stdout[-4000:]
     after_converge = imports(runtime, *both)
@@ -121,13 +118,13 @@ def test_cell_installs_survive_restarts_and_converges(runtime):
 
 def test_changed_declared_packages_install_without_a_server_restart(runtime):
     pid = runtime.main_pid()
-    res = runtime.converge(**SETTINGS, colab_runtime_kernel_packages=[DECLARED_PACKAGE])
+    res = runtime.converge(colab_runtime_kernel_packages=[DECLARED_PACKAGE])
     assert res.returncode == 0, res.stdout[-4000:]
     assert runtime.main_pid() == pid
     assert installed(imports(runtime, DECLARED_PACKAGE, CELL_PIP_PACKAGE, SHELL_PIP_PACKAGE))
 
     # Dropped from the list again: still installed, still no restart.
-    res = runtime.converge(**SETTINGS)
+    res = runtime.converge()
     assert res.returncode == 0, res.stdout[-4000:]
     assert runtime.main_pid() == pid
     assert installed(imports(runtime, DECLARED_PACKAGE))
@@ -135,7 +132,7 @@ def test_changed_declared_packages_install_without_a_server_restart(runtime):
 
 def test_deprecated_extra_packages_go_to_the_kernel_environment(runtime):
     pid = runtime.main_pid()
-    res = runtime.converge(**SETTINGS, colab_runtime_extra_packages=["mdurl==0.1.2"])
+    res = runtime.converge(colab_runtime_extra_packages=["mdurl==0.1.2"])
     assert res.returncode == 0, res.stdout[-4000:]
     out = re.sub(r"\s+", " ", res.stdout)
     assert out.count("colab_runtime_extra_packages is deprecated") == 1, res.stdout[-4000:]
@@ -151,7 +148,7 @@ def test_broken_python_is_replaced_by_a_new_environment(runtime):
     # The interpreter link of the environment breaks (e.g. the system Python went away).
     runtime.host.exec("ln", "-sfn", "/usr/bin/python3-gone", f"{old}/bin/python")
     pid = runtime.main_pid()
-    res = runtime.converge(**SETTINGS)
+    res = runtime.converge()
     assert res.returncode == 0, res.stdout[-4000:]
     new = runtime.host.exec("readlink", CURRENT).stdout.strip()
     assert new != old and new.startswith(f"{KERNEL_DIR}/envs/python3.11-")
@@ -160,5 +157,5 @@ def test_broken_python_is_replaced_by_a_new_environment(runtime):
     assert runtime.host.exec("test", "-d", f"{old}/lib", check=False).returncode == 0
     assert runtime.main_pid() == pid
     assert installed(imports(runtime, "ipykernel"))
-    res = runtime.converge(**SETTINGS)
+    res = runtime.converge()
     assert play_recap(res.stdout)[runtime.host.name]["changed"] == 0, res.stdout[-4000:]
