@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from colab_client import ColabClient
-from substrate import free_port, play_recap
+from substrate import free_port, http_get, play_recap
 from test_colab_runtime import SERVICE, Runtime, start_host
 
-pytestmark = pytest.mark.slow
+# Each test converges or restarts the host at least once: minutes each on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 KERNEL_DIR = "/var/lib/colab-runtime/kernel"
 CURRENT = f"{KERNEL_DIR}/current"
@@ -48,6 +50,15 @@ def imports(runtime: Runtime, *modules: str) -> dict[str, str]:
     )
     with ColabClient(runtime.url, None, flow="direct", timeout=120) as client:
         return json.loads(client.execute(code).strip().splitlines()[-1])
+
+
+def wait_api(runtime: Runtime, timeout: float = 180) -> None:
+    """Until the server answers through the tunnel (after a restart)."""
+    auth = {"Authorization": f"token {runtime.token}"}
+    deadline = time.monotonic() + timeout
+    while http_get(f"{runtime.base}/api/status", headers=auth)[0] != 200:
+        assert time.monotonic() < deadline, f"no answer from the runtime within {timeout} s"
+        time.sleep(0.5)
 
 
 def installed(result: dict[str, str]) -> bool:
@@ -97,14 +108,14 @@ def test_cell_installs_survive_restarts_and_converges(runtime):
     assert installed(imports(runtime, *both))
 
     runtime.host.exec("systemctl", "restart", SERVICE)
-    runtime.host.exec("sh", "-c", f"until curl -fsS -o /dev/null http://127.0.0.1:{runtime.port}/api/status -H \"Authorization: token $(cat /etc/colab-runtime/token)\"; do sleep 0.2; done", timeout=60)  # fmt: skip
+    wait_api(runtime)
     after_service_restart = imports(runtime, *both)
     assert installed(after_service_restart), after_service_restart
 
     # A host restart (the container's systemd boots again): the service comes up by itself.
     runtime.close_tunnel()
     runtime.host.restart()
-    runtime.host.exec("sh", "-c", f"until curl -fsS -o /dev/null http://127.0.0.1:{runtime.port}/api/status -H \"Authorization: token $(cat /etc/colab-runtime/token)\"; do sleep 0.2; done", timeout=90)  # fmt: skip
+    wait_api(runtime)
     runtime.open_tunnel()
     after_reboot = imports(runtime, *both)
     assert installed(after_reboot), after_reboot
