@@ -52,12 +52,14 @@ def imports(runtime: Runtime, *modules: str) -> dict[str, str]:
         return json.loads(client.execute(code).strip().splitlines()[-1])
 
 
-def wait_api(runtime: Runtime, timeout: float = 180) -> None:
+def wait_api(runtime: Runtime, timeout: float = 300) -> None:
     """Until the server answers through the tunnel (after a restart)."""
     auth = {"Authorization": f"token {runtime.token}"}
     deadline = time.monotonic() + timeout
     while http_get(f"{runtime.base}/api/status", headers=auth)[0] != 200:
-        assert time.monotonic() < deadline, f"no answer from the runtime within {timeout} s"
+        if time.monotonic() > deadline:
+            status = runtime.host.exec("systemctl", "status", "--no-pager", "-n", "40", SERVICE, check=False)
+            raise AssertionError(f"no answer from the runtime within {timeout} s:\n{status.stdout}{status.stderr}")
         time.sleep(0.5)
 
 
