@@ -57,6 +57,8 @@ def wait_api(runtime: Runtime, timeout: float = 300) -> None:
     auth = {"Authorization": f"token {runtime.token}"}
     deadline = time.monotonic() + timeout
     while http_get(f"{runtime.base}/api/status", headers=auth)[0] != 200:
+        if runtime.tunnel is not None and runtime.tunnel.poll() is not None:
+            runtime.open_tunnel()  # the forward died with the old sshd connection: open it again
         if time.monotonic() > deadline:
             status = runtime.host.exec("systemctl", "status", "--no-pager", "-n", "40", SERVICE, check=False)
             raise AssertionError(f"no answer from the runtime within {timeout} s:\n{status.stdout}{status.stderr}")
