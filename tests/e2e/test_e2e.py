@@ -262,6 +262,7 @@ def test_onprem_example_inventory_configures_and_connects(site, tmp_path):
       ansible_ssh_private_key_file: {site.host.key_path}
       ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
       nvidia_gpu_required: false
+      colab_runtime_kernel_package_set: minimal
 """
     )
     # The EC2 host's tunnel holds the port on this machine: close it first.
