@@ -436,6 +436,8 @@ ec2_gpu_host_ssh_private_key_file: {key}
 ec2_gpu_host_ssh_cidr: 127.0.0.1/32
 ec2_gpu_host_ami_ssm_parameter: {EMULATED_DLAMI_PARAMETER}
 nvidia_gpu_required: false
+# Kernels get ipykernel and pip only: Colab's full package set is several GB.
+colab_runtime_kernel_package_set: minimal
 """
         + (yaml.safe_dump(extra_vars, default_flow_style=False) if extra_vars else "")
     )
@@ -526,7 +528,11 @@ def runtime_image(base_image: str, key_path: Path, workdir: Path) -> str:
         inventory = workdir / "runtime-hosts.yml"
         inventory.write_text(yaml.safe_dump({"all": {"children": host.inventory("runtime")}}))
         playbook = workdir / "runtime.yml"
-        play = {"name": "Jupyter runtime", "hosts": "colab_gpu_hosts", "become": True, "roles": ["colab_runtime"]}
+        # The minimal kernel package set: Colab's full set is several GB and not what tests are about.
+        play = {
+            "name": "Jupyter runtime", "hosts": "colab_gpu_hosts", "become": True, "roles": ["colab_runtime"],
+            "vars": {"colab_runtime_kernel_package_set": "minimal"},
+        }  # fmt: skip
         playbook.write_text(yaml.safe_dump([play]))
         res = ansible_playbook("-v", "-i", str(inventory), str(playbook), check=True, timeout=1200)
         token = host.exec("cat", RUNTIME_TOKEN_FILE).stdout.strip()

@@ -32,6 +32,7 @@ def runtime(tmp_path_factory, bookworm_image, ssh_key, _cleanup_leftover_hosts):
     inventory = host.inventory(hostname="browser-e2e")
     inventory["colab_gpu_hosts"]["vars"] = {
         "nvidia_gpu_required": False,
+        "colab_runtime_kernel_package_set": "minimal",
         # Classic flow: the local port must equal the runtime's, so both use a free one.
         "colab_runtime_port": port,
         "colab_tunnel_state_dir": str(work / "colab"),

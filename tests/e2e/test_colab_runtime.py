@@ -41,6 +41,8 @@ pytestmark = pytest.mark.slow
 SERVICE = "colab-runtime"
 TOKEN_FILE = "/etc/colab-runtime/token"
 CLIENT = Path(colab_client.__file__)
+# The role's default kernel package set (Colab's, several GB) is not what these tests are about.
+KERNEL_SETTINGS = {"colab_runtime_kernel_package_set": "minimal"}
 
 
 def start_host(image: str, key: Path) -> RemoteHost:
@@ -81,7 +83,7 @@ class Runtime:
         self.tunnel: subprocess.Popen | None = None
 
     def converge(self, **extra_vars) -> subprocess.CompletedProcess:
-        variables = {"colab_runtime_port": self.port, **extra_vars}
+        variables = {"colab_runtime_port": self.port, **KERNEL_SETTINGS, **extra_vars}
         return ansible_playbook(
             "-v", "-i", str(self.inventory), str(self.playbook), "-e", json.dumps(variables),
             env={"ANSIBLE_ROLES_PATH": str(ROOT / "roles")},
@@ -163,7 +165,7 @@ def runtime(bookworm_image, ssh_key, tmp_path_factory):
 def test_check_mode_reports_no_change_on_converged_host(runtime):
     res = ansible_playbook(
         "-i", str(runtime.inventory), str(runtime.playbook), "--check", "--diff",
-        "-e", json.dumps({"colab_runtime_port": runtime.port}), env={"ANSIBLE_ROLES_PATH": str(ROOT / "roles")},
+        "-e", json.dumps({"colab_runtime_port": runtime.port, **KERNEL_SETTINGS}), env={"ANSIBLE_ROLES_PATH": str(ROOT / "roles")},
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-4000:]
     assert play_recap(res.stdout)[runtime.host.name]["changed"] == 0, res.stdout[-4000:]

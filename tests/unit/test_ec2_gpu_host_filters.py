@@ -1,21 +1,166 @@
-"""The ec2_gpu_host role's filters (roles/ec2_gpu_host/filter_plugins/ec2_gpu_host.py), from plain values."""
+"""The ec2_gpu_host role's filter plugin: the launch order, login user, reachable subnets,
+same-named resources and the inventory's region/owner, without AWS."""
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
-PLUGIN = Path(__file__).resolve().parents[2] / "roles" / "ec2_gpu_host" / "filter_plugins" / "ec2_gpu_host.py"
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location(
+    "ec2_gpu_host_filters", ROOT / "roles" / "ec2_gpu_host" / "filter_plugins" / "ec2_gpu_host.py"
+)
+filters = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(filters)
+
+SUBNETS = [
+    {"subnet_id": "subnet-a", "availability_zone": "us-east-2a", "vpc_id": "vpc-1"},
+    {"subnet_id": "subnet-b", "availability_zone": "us-east-2b", "vpc_id": "vpc-1"},
+]
+TYPES = {"g4dn.xlarge": {"zones": ["us-east-2a", "us-east-2b"]}, "g5.xlarge": {"zones": ["us-east-2b"]}}
 
 
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_candidates_spot_first_then_type_then_zone():
+    got = filters.ec2_gpu_host_launch_candidates(["g4dn.xlarge", "g5.xlarge"], SUBNETS, TYPES, True, True)
+    assert [(c["market"], c["type"], c["zone"]) for c in got] == [
+        ("spot", "g4dn.xlarge", "us-east-2a"),
+        ("spot", "g4dn.xlarge", "us-east-2b"),
+        ("spot", "g5.xlarge", "us-east-2b"),
+        ("on-demand", "g4dn.xlarge", "us-east-2a"),
+        ("on-demand", "g4dn.xlarge", "us-east-2b"),
+        ("on-demand", "g5.xlarge", "us-east-2b"),
+    ]
+    assert got[0]["subnet_id"] == "subnet-a"
 
 
-filters = load("ec2_gpu_host_filters", PLUGIN)
+@pytest.mark.parametrize(("spot", "fallback", "markets"), [(True, False, {"spot"}), (False, False, {"on-demand"})])
+def test_candidates_markets(spot, fallback, markets):
+    got = filters.ec2_gpu_host_launch_candidates(["g5.xlarge"], SUBNETS, TYPES, spot, fallback)
+    assert {c["market"] for c in got} == markets and {c["zone"] for c in got} == {"us-east-2b"}
+
+
+RULES = [{"pattern": "(?i)amazon linux|amzn", "user": "ec2-user"}, {"pattern": "(?i)ubuntu", "user": "ubuntu"}]
+
+
+def test_login_user_explicit_then_first_matching_rule():
+    assert filters.ec2_gpu_host_login_user({"name": "Deep Learning AMI Ubuntu"}, RULES, "admin") == "admin"
+    assert filters.ec2_gpu_host_login_user({"name": "x", "description": "Amazon Linux 2023 Ubuntu"}, RULES) == "ec2-user"
+    assert filters.ec2_gpu_host_login_user({"name": "ubuntu/images/jammy"}, RULES, "") == "ubuntu"
+    assert filters.ec2_gpu_host_login_user({"name": "rocky"}, RULES) == ""
+
+
+def _table(vpc, routes, subnet=None, main=False):
+    return {
+        "vpc_id": vpc,
+        "associations": [{"subnet_id": subnet, "main": main}],
+        "routes": [{"destination_cidr_block": d, "gateway_id": g, "state": "active"} for d, g in routes],
+    }
+
+
+def test_private_subnets_use_the_associated_table_else_the_main_one():
+    tables = [
+        _table("vpc-1", [("10.0.0.0/16", "local")], main=True),
+        _table("vpc-1", [("10.0.0.0/16", "local"), ("0.0.0.0/0", "igw-1")], subnet="subnet-b"),
+    ]
+    assert filters.ec2_gpu_host_private_subnets(SUBNETS, tables) == ["subnet-a"]
+    # A NAT gateway is no way in from the internet.
+    tables[1]["routes"][1]["gateway_id"] = "nat-1"
+    assert filters.ec2_gpu_host_private_subnets(SUBNETS, tables) == ["subnet-a", "subnet-b"]
+    tables[0]["routes"].append({"destination_cidr_block": "0.0.0.0/0", "gateway_id": "igw-1"})
+    assert filters.ec2_gpu_host_private_subnets(SUBNETS, tables) == ["subnet-b"]
+
+
+def test_same_named_lists_each_kind_with_its_setting():
+    got = filters.ec2_gpu_host_same_named(
+        [{"group_name": "n", "tags": {"a": "b"}}], [{"key_name": "n"}], [{"launch_template_name": "n-spot"}]
+    )
+    assert [(g["kind"], g["name"], g["setting"], g["tags"]) for g in got] == [
+        ("Security group", "n", "ec2_gpu_host_security_group_name", {"a": "b"}),
+        ("Key pair", "n", "ec2_gpu_host_key_name", {}),
+        ("Launch template", "n-spot", "ec2_gpu_host_name", {}),
+    ]
+
+
+ENV = {"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-central-1", "COLAB_OWNER": "alice", "USER": "root"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "env", "region", "owner"),
+    [
+        ("ec2_gpu_host_region: us-east-2\nec2_gpu_host_owner: bob\n", ENV, "us-east-2", "bob"),
+        ("ec2_gpu_host_region: \"{{ x }}\"\nec2_gpu_host_owner: >-\n  {{ lookup('env', 'X') }}\n", ENV, "eu-west-1", "alice"),
+        ("", {"AWS_DEFAULT_REGION": "eu-central-1", "USER": "root"}, "eu-central-1", "root"),
+        ("not: [valid", {}, "us-east-2", ""),
+    ],
+)
+def test_inventory_scope_reads_plain_settings_else_the_environment(settings, env, region, owner):
+    got = filters.ec2_gpu_host_inventory_scope(settings, env)
+    assert (got["region"], got["owner"]) == (region, owner)
+
+
+def test_inventory_scope_matches_what_the_inventory_file_resolves(tmp_path):
+    """The filter and inventory/aws_ec2.yml's own templates must agree (the preflight relies on it)."""
+    settings = (ROOT / "inventory" / "group_vars" / "all.yml").read_text()
+    env = {"PATH": str(Path(sys.executable).parent), "COLAB_OWNER": "scope-owner", "AWS_REGION": "eu-west-1",
+           "HOME": str(tmp_path), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}  # fmt: skip
+    expected = filters.ec2_gpu_host_inventory_scope(settings, env)
+    # The inventory's own templates, evaluated by ansible with the same file and environment.
+    probe = tmp_path / "probe.yml"
+    # The inventory reads the settings file relative to the repository root; the probe runs elsewhere.
+    inventory = (ROOT / "inventory" / "aws_ec2.yml").read_text().replace(
+        "'inventory/group_vars/all.yml'", repr(str(ROOT / "inventory" / "group_vars" / "all.yml"))
+    )
+    data = yaml.safe_load(inventory)
+    probe.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "tasks": [{"ansible.builtin.debug": {"msg": "SCOPE={{ [region | trim, owner | trim] | to_json | b64encode }}"},
+                   "vars": {"region": data["regions"][0], "owner": data["filters"]["tag:colab-gpu-runtime:owner"]}}],
+    }]))  # fmt: skip
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(probe)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    found = re.search(r"SCOPE=([A-Za-z0-9+/=]+)", out)
+    assert found, out[-3000:]
+    assert json.loads(base64.b64decode(found.group(1))) == [expected["region"], expected["owner"]]
+    assert expected == {"region": "us-east-2", "owner": "scope-owner", "region_from": "settings", "owner_from": "environment"}
+
+
+INSTANCE = {"id": "i-1", "region": "us-east-2", "type": "g4dn.xlarge", "price": 0.526, "started": True, "launched": True,
+            "stop": {"changed": True}}  # fmt: skip
+
+
+def test_failure_report_of_a_stopped_instance():
+    got = filters.ec2_gpu_host_failure_report("Task X failed:\n  boom", INSTANCE)
+    assert got.startswith("Task X failed: boom -- Instance i-1 (g4dn.xlarge in us-east-2, $0.5260/h while running), which"
+                          " this run launched, has been STOPPED")  # fmt: skip
+    assert "`ansible-playbook playbooks/teardown.yml -e ec2_gpu_host_terminate=i-1`" in got
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"stop": None}, "(ec2_gpu_host_stop_on_failure is false)"),
+        ({"stop": {"failed": True, "msg": "UnauthorizedOperation\n  nope"}}, ": stopping it failed (UnauthorizedOperation nope)"),
+        ({"stop": None, "started": False, "launched": False, "price": None}, "(it was running before this run;"),
+    ],
+)
+def test_failure_report_of_an_instance_left_running(change, reason):
+    got = filters.ec2_gpu_host_failure_report("It failed.", dict(INSTANCE, **change))
+    assert " is still RUNNING and billing " in got and reason in got, got
+    assert got.endswith("Stop it: `aws ec2 stop-instances --region us-east-2 --instance-ids i-1`."), got
+
+
+def test_failure_report_of_a_host_that_is_no_instance():
+    assert filters.ec2_gpu_host_failure_report("It failed.", {"id": ""}) == "It failed."
 
 
 def test_a_generated_session_name_counts_as_its_role():

@@ -197,3 +197,58 @@ def test_web_ui_stack_not_installed(installed):
     assert "lark" not in installed
     # What Colab needs is there.
     assert {"jupyter-server", "ipykernel", "jupyter-http-over-ws", "tornado", "setuptools"} <= set(installed)
+
+
+KERNEL_DIR = "/var/lib/colab-runtime/kernel"
+
+
+def unit_property(host, name: str) -> str:
+    return host.check_output("systemctl show %s -p %s --value", SERVICE, name)
+
+
+def test_kernel_env_owned_by_the_service_user_with_pip(host):
+    current = f"{KERNEL_DIR}/current"
+    env = host.check_output("readlink %s", current)
+    assert env == host.check_output("realpath %s", current), "the link names the environment itself"
+    assert env.startswith(f"{KERNEL_DIR}/envs/python3."), env
+    for path in (env, f"{env}/bin", f"{env}/lib", f"{env}/bin/pip"):
+        assert host.file(path).user == "colab", path
+    out = host.check_output(
+        "runuser -u colab -- %s -c %s", f"{current}/bin/python", "import ipykernel, pip, sys; print(sys.prefix, pip.__version__)"
+    )
+    assert out.split()[0] in (current, env)
+    # The server's venv stays root's.
+    assert host.file(f"{PREFIX}/venv/bin").user == "root"
+    # Cell installs trust the same CA bundle as the role's own installs; no GPU here: no extra index.
+    pip_conf = host.file(f"{env}/pip.conf").content_string
+    assert "cert = /etc/ssl/certs/ca-certificates.crt" in pip_conf
+    assert "index-url" not in pip_conf
+
+
+def test_kernelspec_python3_is_the_kernel_env(host):
+    spec_file = host.file(f"{PREFIX}/share/jupyter/kernels/python3/kernel.json")
+    spec = json.loads(spec_file.content_string)
+    assert spec["argv"][:3] == [f"{KERNEL_DIR}/current/bin/python", "-m", "ipykernel_launcher"]
+    assert spec_file.user == "root"
+    assert "c.KernelSpecManager.ensure_native_kernel = False" in host.file(CONFIG_FILE).content_string
+    assert f"JUPYTER_PATH={PREFIX}/share/jupyter" in unit_property(host, "Environment").split()
+
+
+def test_unit_path_leads_to_the_kernel_env(host):
+    environment = unit_property(host, "Environment").split()
+    path = next(e for e in environment if e.startswith("PATH="))[len("PATH="):].split(":")
+    assert path[0] == f"{KERNEL_DIR}/current/bin"
+    assert "/usr/bin" in path
+    assert f"VIRTUAL_ENV={KERNEL_DIR}/current" in environment
+
+
+def test_device_node_step_runs_as_root_before_the_server(host):
+    # ExecStartPre=+ (flags=privileged): root, outside the sandbox, before ExecStart.
+    pre = unit_property(host, "ExecStartPreEx")
+    assert f"path={PREFIX}/gpu-device-nodes.sh" in pre and "flags=privileged" in pre
+    assert "nvidia-persistenced.service" in unit_property(host, "After").split()
+    assert unit_property(host, "MemoryDenyWriteExecute") == "no"
+    # No GPU in the test host: the step skipped cleanly and the server started after it.
+    journal = host.check_output("journalctl -u %s --no-pager -o cat", SERVICE)
+    assert "gpu-device-nodes: no NVIDIA driver loaded, nothing to do" in journal
+    assert host.service(SERVICE).is_running

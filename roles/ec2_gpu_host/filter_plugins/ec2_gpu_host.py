@@ -3,7 +3,10 @@
 """Filters of the ec2_gpu_host role.
 
 ec2_gpu_host_running picks the owner's running instance out of the aws_ec2 inventory, so a
-re-run does not describe again what the inventory has just described.
+re-run does not describe again what the inventory has just described. The others hold the
+decisions the tasks would otherwise spell as Jinja loops: which launches to try in which order,
+which login user an image has, which subnets cannot reach the internet, which same-named
+resources exist, and which region and owner the aws_ec2 inventory reads.
 
 ec2_gpu_host_caller_principal turns the caller's STS ARN into the identity recorded on what
 the project creates (tag colab-gpu-runtime:created-by) and compared before anything is changed.
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+
+import yaml
 
 # botocore names a session it assumes for a profile's role_arn "botocore-session-<epoch>", so
 # the same person has a new ARN on every login; such sessions count as their role.
@@ -81,6 +86,136 @@ def ec2_gpu_host_resource(described, kind, name_key):
     return {"kind": kind, "name": described.get(name_key, ""), "tags": described.get("tags") or {}}
 
 
+def ec2_gpu_host_launch_candidates(types, subnets, type_info, spot=False, fallback_to_on_demand=True):
+    """Launch attempts in preference order: market (spot first when asked), then type, then zone.
+
+    `types` is the ordered list of usable instance types, `subnets` the subnets sorted by zone,
+    `type_info` the ec2_gpu_host_instance_type_info answer's instance_types (each with `zones`).
+    """
+    markets = (["spot"] if spot else []) + (["on-demand"] if not spot or fallback_to_on_demand else [])
+    return [
+        {"market": market, "type": itype, "subnet_id": subnet["subnet_id"], "zone": subnet["availability_zone"]}
+        for market in markets
+        for itype in types
+        for subnet in subnets
+        if subnet["availability_zone"] in ((type_info.get(itype) or {}).get("zones") or [])
+    ]
+
+
+def ec2_gpu_host_login_user(image, rules, explicit=""):
+    """The login user: the explicit setting, else the first rule whose pattern matches the image's name or description."""
+    if explicit:
+        return explicit
+    text = "%s %s" % ((image or {}).get("name") or "", (image or {}).get("description") or "")
+    for rule in rules or []:
+        if re.search(rule["pattern"], text):
+            return rule["user"]
+    return ""
+
+
+def ec2_gpu_host_private_subnets(subnets, route_tables):
+    """Ids of the subnets whose route table has no default route to an internet gateway.
+
+    A subnet uses its explicitly associated route table, else its VPC's main one. An instance in
+    such a subnet gets a public address that nothing can reach, so SSH to it would never answer.
+    """
+    by_subnet, main = {}, {}
+    for table in route_tables or []:
+        for assoc in table.get("associations") or []:
+            if assoc.get("subnet_id"):
+                by_subnet[assoc["subnet_id"]] = table
+            if assoc.get("main"):
+                main[table.get("vpc_id")] = table
+
+    def reaches_internet(table):
+        return any(
+            route.get("destination_cidr_block") == "0.0.0.0/0" and str(route.get("gateway_id") or "").startswith("igw-")
+            and route.get("state", "active") == "active"
+            for route in (table or {}).get("routes") or []
+        )
+
+    return [
+        subnet["subnet_id"]
+        for subnet in subnets or []
+        if not reaches_internet(by_subnet.get(subnet["subnet_id"]) or main.get(subnet.get("vpc_id")))
+    ]
+
+
+def ec2_gpu_host_same_named(security_groups, key_pairs, launch_templates):
+    """Resources that carry one of the names the role would create, with the setting that names each."""
+    found = []
+    for kind, items, name_key, setting in (
+        ("Security group", security_groups, "group_name", "ec2_gpu_host_security_group_name"),
+        ("Key pair", key_pairs, "key_name", "ec2_gpu_host_key_name"),
+        ("Launch template", launch_templates, "launch_template_name", "ec2_gpu_host_name"),
+    ):
+        for item in items or []:
+            found.append({"kind": kind, "name": item.get(name_key), "tags": item.get("tags") or {}, "setting": setting})
+    return found
+
+
+def _plain(value):
+    """A value written literally in the settings file (not a template, not empty), else ''."""
+    text = "" if value is None else str(value)
+    return text if text and "{" not in text else ""
+
+
+def ec2_gpu_host_inventory_scope(settings_text, env):
+    """The region and owner inventory/aws_ec2.yml looks for instances with.
+
+    The inventory cannot see extra vars (-e), only the settings file and the environment: a plain
+    value in the file, else AWS_REGION / AWS_DEFAULT_REGION / us-east-2 and COLAB_OWNER / USER.
+    """
+    try:
+        settings = yaml.safe_load(settings_text or "") or {}
+    except yaml.YAMLError:
+        settings = {}
+    if not isinstance(settings, dict):
+        settings = {}
+    env = env or {}
+    return {
+        "region": _plain(settings.get("ec2_gpu_host_region"))
+        or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-2",
+        "owner": _plain(settings.get("ec2_gpu_host_owner")) or env.get("COLAB_OWNER") or env.get("USER") or "",
+        "region_from": "settings" if _plain(settings.get("ec2_gpu_host_region")) else "environment",
+        "owner_from": "settings" if _plain(settings.get("ec2_gpu_host_owner")) else "environment",
+    }
+
+
+def ec2_gpu_host_failure_report(failure, instance):
+    """The last words of a run that failed after an instance was launched or started.
+
+    `instance` says what is left: id ('' when the failed host is not one of the project's
+    instances), region, type, price (per hour, or None), started (this run launched or started
+    it), launched (this run launched it), stop (the stop task's result, or None when it did not
+    run) and stop_on_failure (the setting).
+    """
+    text = " ".join(str(failure or "").split())
+    if len(text) > 1500:
+        text = text[:1497] + "..."
+    if not instance.get("id"):
+        return text
+    price = "$%.4f/h" % float(instance["price"]) if instance.get("price") is not None else "by the hour (price unknown)"
+    what = " ".join(p for p in (instance.get("type"), "in " + instance["region"]) if p)
+    head = "%s -- Instance %s (%s, %s while running)" % (text, instance["id"], what, price)
+    stop = instance.get("stop")
+    stop_command = "`aws ec2 stop-instances --region %s --instance-ids %s`" % (instance["region"], instance["id"])
+    if stop is not None and not stop.get("failed"):
+        return (
+            "%s, which this run %s, has been STOPPED so that it does not bill: while stopped only its disk costs"
+            " (gp3, about $0.08 per GB-month). Fix the cause and run `ansible-playbook site.yml` again (it starts the"
+            " same instance); to delete it: `ansible-playbook playbooks/teardown.yml -e ec2_gpu_host_terminate=%s`."
+            % (head, "launched" if instance.get("launched") else "started", instance["id"])
+        )
+    if stop is not None:
+        why = ": stopping it failed (%s)" % " ".join(str(stop.get("msg") or "").split())[:200]
+    elif instance.get("started"):
+        why = " (ec2_gpu_host_stop_on_failure is false), possibly without its idle auto-stop"
+    else:
+        why = " (it was running before this run; its idle auto-stop stops it once idle, if it was installed)"
+    return "%s is still RUNNING and billing %s%s. Stop it: %s." % (head, price, why, stop_command)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -88,4 +223,10 @@ class FilterModule:
             "ec2_gpu_host_cidr_info": ec2_gpu_host_cidr_info,
             "ec2_gpu_host_resource": ec2_gpu_host_resource,
             "ec2_gpu_host_running": ec2_gpu_host_running,
+            "ec2_gpu_host_launch_candidates": ec2_gpu_host_launch_candidates,
+            "ec2_gpu_host_login_user": ec2_gpu_host_login_user,
+            "ec2_gpu_host_private_subnets": ec2_gpu_host_private_subnets,
+            "ec2_gpu_host_same_named": ec2_gpu_host_same_named,
+            "ec2_gpu_host_inventory_scope": ec2_gpu_host_inventory_scope,
+            "ec2_gpu_host_failure_report": ec2_gpu_host_failure_report,
         }
