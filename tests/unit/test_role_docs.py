@@ -87,7 +87,7 @@ def test_text_outside_the_markers_is_kept_and_a_readme_without_them_gets_a_secti
     assert run(root=project_copy).returncode == 0
     text = readme.read_text()
     assert text.startswith("# converge_state\n\nProse only.\n\n## Variables\n\n<!-- BEGIN argument_specs -->")
-    assert "| `converge_state_roles` | list of str | `[nvidia_gpu, colab_runtime, idle_stop]` |" in text
+    assert "| `converge_state_roles` | list of str | " in text and "| `converge_state_file` | path | " in text
 
 
 def test_an_option_without_description_is_refused(project_copy):
