@@ -176,7 +176,8 @@ def apt_requested(host) -> list[str]:
         for line in history.content_string.splitlines()
         if line.startswith("Commandline: ") and " install " in line
         for word in line.split(" install ", 1)[1].split()
-        if not word.startswith("-")
+        # Options and their values (-o Dpkg::Options::=--force-confdef) are not packages.
+        if not word.startswith("-") and "::" not in word
     )
 
 
