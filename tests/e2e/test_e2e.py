@@ -217,7 +217,9 @@ def test_token_rotates_in_one_command_and_can_stay_out_of_the_log(site):
     old_token, new_token = old_url.split("token=")[1], new_url.split("token=")[1]
     assert new_token != old_token and len(new_token) == 48
     # The log names the 0600 file instead of the URL; neither token appears in it.
-    assert f"Paste into Colab > Connect > Connect to a local runtime: the URL in {site.state_dir / (HOST + '.url')}" in text(res)
+    # (The path itself is quoted by the output's YAML: the checkout's name has an apostrophe.)
+    assert "Paste into Colab > Connect > Connect to a local runtime: the URL in /" in text(res)
+    assert f"/.colab/{HOST}.url (readable by you only: cat " in text(res)
     assert new_token not in res.stdout and old_token not in res.stdout
     assert (site.state_dir / f"{HOST}.url").stat().st_mode & 0o777 == 0o600
     # The old URL no longer opens the runtime; the new one does, in both flows.
