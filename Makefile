@@ -64,7 +64,9 @@ molecule: venv images ## Molecule role tests on Debian 12 and 13 hosts (SCENARIO
 
 .PHONY: unit
 unit: venv ## pytest tests/unit: parsing, filters, decisions, plugin docs (no podman, no moto; < 1 min)
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	@# One worker per core, a file's tests on one worker (they share module fixtures: one
+	@# ansible-playbook run each, the tier's main cost).
+	$(BIN)/pytest tests/unit -n auto --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: venv images ## pytest: every other test (substrate, provisioning on moto, runtime, browser, end to end)

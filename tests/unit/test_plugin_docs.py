@@ -110,20 +110,28 @@ def _returned_missing(values: dict, prefix: str = "") -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("path", MODULES, ids=module_id)
-def test_ansible_doc_renders_module(path):
-    """What `ansible-doc -M roles/<role>/library <name>` shows, complete as in ansible-core's own modules."""
+@pytest.fixture(scope="module")
+def ansible_doc() -> dict:
+    """ansible-doc's text and JSON for every module, from one run each (a run costs seconds of CPU)."""
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    text = subprocess.run(
-        [str(ANSIBLE_DOC), "-M", str(path.parent), path.stem], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert text.returncode == 0 and "[ERROR]" not in text.stderr + text.stdout, text.stderr + text.stdout
-    assert "[WARNING]" not in text.stderr, text.stderr
-    dumped = subprocess.run(
-        [str(ANSIBLE_DOC), "-M", str(path.parent), "--json", path.stem],
-        capture_output=True, text=True, env=env, timeout=120, check=True,
-    )  # fmt: skip
-    info = json.loads(dumped.stdout)[path.stem]
+    args = [str(ANSIBLE_DOC), "-M", ":".join(sorted({str(p.parent) for p in MODULES}))]
+    names = [p.stem for p in MODULES]
+    text = subprocess.run([*args, *names], capture_output=True, text=True, env=env, timeout=300)
+    dumped = subprocess.run([*args, "--json", *names], capture_output=True, text=True, env=env, timeout=300)
+    return {"text": text, "json": json.loads(dumped.stdout) if dumped.returncode == 0 else {}, "json_run": dumped}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_id)
+def test_ansible_doc_renders_module(path, ansible_doc):
+    """What `ansible-doc -M roles/<role>/library <name>` shows, complete as in ansible-core's own modules."""
+    text = ansible_doc["text"]
+    shown = text.stdout + text.stderr
+    assert text.returncode == 0, shown
+    assert f"> MODULE {path.stem} (" in text.stdout, shown
+    complaints = [line for line in shown.splitlines() if ("[ERROR]" in line or "[WARNING]" in line)]
+    assert not complaints, complaints
+    assert path.stem in ansible_doc["json"], ansible_doc["json_run"].stderr
+    info = ansible_doc["json"][path.stem]
     attributes = info["doc"].get("attributes") or {}
     for attribute in ("check_mode", "diff_mode", "platform"):
         assert attribute in attributes, f"{module_id(path)}: no attributes.{attribute}"

@@ -11,44 +11,13 @@ import plistlib
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from colab_testkit.substrate import ROOT, ansible_playbook
 
 # Longer than any socket path allows, with a space, as in ~/My Projects/... checkouts.
 LONG_DIR = "My Projects/" + "colab-gpu-runtime-checkout-with-a-long-name" * 3
-
-
-def render(tmp_path: Path, template: str, extra: dict) -> str:
-    """Render one of the role's templates with the role's defaults, as the role would."""
-    out = tmp_path / "rendered"
-    play = [
-        {
-            "name": "Render",
-            "hosts": "gpu1",
-            "connection": "local",
-            "gather_facts": False,
-            "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-            "tasks": [
-                {"name": "Load role defaults", "ansible.builtin.include_vars": str(ROOT / "roles/colab_tunnel/defaults/main.yml")},
-                {
-                    "name": "Render",
-                    "ansible.builtin.copy": {
-                        "content": "{{ lookup('ansible.builtin.template', '%s/roles/colab_tunnel/templates/%s') }}" % (ROOT, template),
-                        "dest": str(out),
-                        "mode": "0600",
-                    },
-                },
-            ],
-        }
-    ]
-    (tmp_path / "render.yml").write_text(yaml.safe_dump(play))
-    args = ["-i", "gpu1,", str(tmp_path / "render.yml")]
-    for k, v in extra.items():
-        args += ["-e", yaml.safe_dump({k: v}, default_flow_style=True).strip()]
-    res = ansible_playbook(*args)
-    assert res.returncode == 0, res.stdout[-3000:]
-    return out.read_text()
 
 
 COMMON = {
@@ -63,8 +32,75 @@ COMMON = {
 }
 
 
-def test_launchd_agent_keeps_the_tunnel_alive(tmp_path):
-    plist = plistlib.loads(render(tmp_path, "colab-tunnel.plist.j2", COMMON).encode())
+def render_all(work: Path, cases: dict[str, tuple[str, dict]]) -> dict[str, str]:
+    """Render each (template, variables) case with the role's defaults, as the role would, in one
+    ansible-playbook run (each run costs seconds of CPU): a play per case, its variables as task
+    variables so that they win over the defaults file like the role's own facts do."""
+    defaults = str(ROOT / "roles/colab_tunnel/defaults/main.yml")
+    plays = [
+        {
+            "name": f"Render {name}",
+            "hosts": "gpu1",
+            "connection": "local",
+            "gather_facts": False,
+            "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+            "vars_files": [defaults],
+            "tasks": [
+                {
+                    "name": "Render",
+                    "ansible.builtin.copy": {
+                        "content": "{{ lookup('ansible.builtin.template', '%s/roles/colab_tunnel/templates/%s') }}" % (ROOT, template),
+                        "dest": str(work / name),
+                        "mode": "0600",
+                    },
+                    "vars": extra,
+                }
+            ],
+        }
+        for name, (template, extra) in cases.items()
+    ]
+    (work / "render.yml").write_text(yaml.safe_dump(plays))
+    res = ansible_playbook("-i", "gpu1,", str(work / "render.yml"))
+    assert res.returncode == 0, res.stdout[-3000:]
+    return {name: (work / name).read_text() for name in cases}
+
+
+# Longer than any socket path allows, with a space and a %: ~/My Projects/... checkouts.
+SPACED_STATE = f"/home/alice/{LONG_DIR}/100%/.colab"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, str]:
+    work = tmp_path_factory.mktemp("rendered")
+    spaced_control = work / "c d"
+    cases = {
+        "plist": ("colab-tunnel.plist.j2", COMMON),
+        "plist_spaced": (
+            "colab-tunnel.plist.j2",
+            {**COMMON, "colab_tunnel_state_dir": f"/Users/u/{LONG_DIR}/.colab", "_colab_tunnel_control_dir": str(spaced_control)},
+        ),
+        "unit": ("colab-tunnel.service.j2", COMMON),
+        "ssh_config": ("ssh_config.j2", COMMON),
+        "ssh_config_ssm": (
+            "ssh_config.j2",
+            {
+                **COMMON,
+                "colab_tunnel_ssm": True,
+                "_colab_tunnel_hostname": "i-0123456789abcdef0",
+                "colab_tunnel_ssm_region": "us-east-2",
+                "colab_tunnel_ssm_profile": "work",
+            },
+        ),
+        "ssh_config_spaced": (
+            "ssh_config.j2",
+            {**COMMON, "colab_tunnel_state_dir": SPACED_STATE, "_colab_tunnel_key": f"{SPACED_STATE}/id ed25519"},
+        ),
+    }
+    return {**render_all(work, cases), "spaced_control": str(spaced_control)}
+
+
+def test_launchd_agent_keeps_the_tunnel_alive(rendered):
+    plist = plistlib.loads(rendered["plist"].encode())
     assert plist["Label"] == "com.colab-gpu-runtime.colab-gpu1"
     assert plist["KeepAlive"] is True and plist["RunAtLoad"] is True
     # The control socket's directory is re-created before ssh starts (a cleaner may empty /tmp).
@@ -74,18 +110,18 @@ def test_launchd_agent_keeps_the_tunnel_alive(tmp_path):
         "exec sleep infinity",
     ]  # fmt: skip
     # What launchd would run, run by a shell here: the arguments arrive intact, spaces included.
-    spaced = {**COMMON, "colab_tunnel_state_dir": f"/Users/u/{LONG_DIR}/.colab", "_colab_tunnel_control_dir": str(tmp_path / "c d")}
-    args = plistlib.loads(render(tmp_path, "colab-tunnel.plist.j2", spaced).encode())["ProgramArguments"]
+    args = plistlib.loads(rendered["plist_spaced"].encode())["ProgramArguments"]
     shown = subprocess.run(
         [*args[:2], args[2].replace("exec /usr/bin/ssh", "printf '%s|'"), *args[3:]], capture_output=True, text=True, check=True
     ).stdout
     assert shown == f"-F|/Users/u/{LONG_DIR}/.colab/ssh_config|colab-gpu1-tunnel|exec sleep infinity|"
-    assert (tmp_path / "c d").is_dir() and (tmp_path / "c d").stat().st_mode & 0o777 == 0o700
+    control = Path(rendered["spaced_control"])
+    assert control.is_dir() and control.stat().st_mode & 0o777 == 0o700
 
 
-def test_systemd_user_unit_restarts_forever(tmp_path):
+def test_systemd_user_unit_restarts_forever(rendered):
     unit = configparser.ConfigParser(interpolation=None)
-    unit.read_string(render(tmp_path, "colab-tunnel.service.j2", COMMON))
+    unit.read_string(rendered["unit"])
     assert unit["Service"]["Restart"] == "always"
     assert unit["Unit"]["StartLimitIntervalSec"] == "0"
     assert unit["Service"]["ExecStart"] == (
@@ -95,8 +131,7 @@ def test_systemd_user_unit_restarts_forever(tmp_path):
     assert unit["Install"]["WantedBy"] == "default.target"
 
 
-def ssh_config_for(tmp_path: Path, extra: dict) -> str:
-    text = render(tmp_path, "ssh_config.j2", {**COMMON, **extra})
+def ssh_config_for(tmp_path: Path, text: str) -> str:
     path = tmp_path / "ssh_config"
     path.write_text(text)
     return str(path)
@@ -112,8 +147,9 @@ def ssh_g(config: str, alias: str) -> dict[str, str]:
     return values
 
 
-def test_ssh_config_tunnel_entry(tmp_path):
-    cfg = ssh_g(ssh_config_for(tmp_path, {}), "colab-gpu1-tunnel")
+def test_ssh_config_tunnel_entry(tmp_path, rendered):
+    config = ssh_config_for(tmp_path, rendered["ssh_config"])
+    cfg = ssh_g(config, "colab-gpu1-tunnel")
     assert cfg["hostname"] == "203.0.113.10"
     assert cfg["user"] == "ubuntu"
     assert cfg["localforward"] == "[127.0.0.1]:8888 [127.0.0.1]:8888"
@@ -123,20 +159,14 @@ def test_ssh_config_tunnel_entry(tmp_path):
     # Host keys are remembered per instance: a replacement instance under the same name is new.
     assert cfg["hostkeyalias"] == "i-0123456789abcdef0"
     assert cfg["controlpath"].startswith("/tmp/colab-gpu-runtime-501/")
-    shell = ssh_g(ssh_config_for(tmp_path, {}), "colab-gpu1")
+    shell = ssh_g(config, "colab-gpu1")
     assert "localforward" not in shell
     assert shell["controlmaster"] == "auto"
     assert shell["controlpath"] == cfg["controlpath"]
 
 
-def test_ssh_config_ssm_proxy(tmp_path):
-    extra = {
-        "colab_tunnel_ssm": True,
-        "_colab_tunnel_hostname": "i-0123456789abcdef0",
-        "colab_tunnel_ssm_region": "us-east-2",
-        "colab_tunnel_ssm_profile": "work",
-    }
-    cfg = ssh_g(ssh_config_for(tmp_path, extra), "colab-gpu1-tunnel")
+def test_ssh_config_ssm_proxy(tmp_path, rendered):
+    cfg = ssh_g(ssh_config_for(tmp_path, rendered["ssh_config_ssm"]), "colab-gpu1-tunnel")
     assert cfg["hostname"] == "i-0123456789abcdef0"
     assert cfg["proxycommand"] == (
         "aws ssm start-session --target %h --document-name AWS-StartSSHSession "
@@ -144,11 +174,10 @@ def test_ssh_config_ssm_proxy(tmp_path):
     )
 
 
-def test_ssh_config_paths_with_spaces_and_percent_signs(tmp_path):
+def test_ssh_config_paths_with_spaces_and_percent_signs(tmp_path, rendered):
     """A checkout under a long path with a space (and a %) is written so that ssh reads it back."""
-    state = f"/home/alice/{LONG_DIR}/100%/.colab"
-    extra = {"colab_tunnel_state_dir": state, "_colab_tunnel_key": f"{state}/id ed25519"}
-    cfg = ssh_g(ssh_config_for(tmp_path, extra), "colab-gpu1-tunnel")
+    state = SPACED_STATE
+    cfg = ssh_g(ssh_config_for(tmp_path, rendered["ssh_config_spaced"]), "colab-gpu1-tunnel")
     assert cfg["userknownhostsfile"] == f"{state}/known_hosts"
     # ssh -G shows IdentityFile before its % tokens are expanded: %% is the literal %.
     assert cfg["identityfile"] == f"{state}/id ed25519".replace("%", "%%")
