@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .substrate import ansible_playbook
 
 
@@ -21,3 +23,19 @@ def reconverge(host, *extra: str, env: dict[str, str] | None = None) -> subproce
         "-i", str(inventory), "--limit", host.backend.get_hostname(), str(converge), *extra,
         env={"ANSIBLE_CONFIG": os.environ["ANSIBLE_CONFIG"], **(env or {})}, timeout=300,
     )  # fmt: skip
+
+
+# Loaded into `molecule verify` through PYTEST_PLUGINS (.config/molecule/config.yml), which runs
+# the checks on two pytest-xdist workers. Each scenario has two hosts, and a host's checks change
+# its state in order (a converge, an edit, its repair): they go to one worker, in order, while the
+# other host's run on the other. (xdist's own `loadgroup` marks do not reach pytest 9's node ids.)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    hosts = [h for h in (config.option.hosts or "").split(",") if h]
+
+    class OneWorkerPerHost(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((h for h in hosts if f"[{h}" in nodeid), nodeid)
+
+    return OneWorkerPerHost(config, log)
