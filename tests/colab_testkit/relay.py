@@ -8,7 +8,9 @@ a fixed sleep per chunk, so a stream keeps its throughput and only gains latency
 
 It also counts what the network would see, per connection: bytes each way and request/response
 *turns* (the client sending again after the server answered: what costs one round trip each over
-a real network). Counters can be read and reset between the steps of a benchmark.
+a real network). Counters can be read and reset between the steps of a benchmark; given a
+``label`` function (the client's address -> a name, e.g. which program opened the connection),
+they are also kept per label.
 
 The relay runs its own event loop in a daemon thread and always stops by itself after
 ``max_seconds``; use it as a context manager::
@@ -33,6 +35,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 CHUNK = 65536
@@ -56,19 +59,20 @@ class Counts:
 class _Connection:
     """One relayed connection: its two directions and its turn state."""
 
-    def __init__(self, relay: DelayRelay) -> None:
+    def __init__(self, relay: DelayRelay, label: str) -> None:
         self.relay = relay
+        self.label = label
         self.last_direction: str | None = None
 
     def saw(self, direction: str, size: int) -> None:
-        counts = self.relay._counts
-        if direction == "up":
-            counts.bytes_up += size
-            if self.last_direction != "up":
-                # The client speaks first, or again after the server answered: a new turn.
-                counts.turns += 1
-        else:
-            counts.bytes_down += size
+        for counts in (self.relay._counts, self.relay._labelled(self.label)):
+            if direction == "up":
+                counts.bytes_up += size
+                if self.last_direction != "up":
+                    # The client speaks first, or again after the server answered: a new turn.
+                    counts.turns += 1
+            else:
+                counts.bytes_down += size
         self.last_direction = direction
 
 
@@ -82,13 +86,16 @@ class DelayRelay:
         one_way_ms: float = 0.0,
         max_seconds: float = DEFAULT_MAX_SECONDS,
         listen_host: str = "127.0.0.1",
+        label: Callable[[tuple[str, int]], str] | None = None,
     ) -> None:
         self.target = (target_host, target_port)
         self.one_way_ms = one_way_ms
         self.max_seconds = max_seconds
         self.listen_host = listen_host
         self.port = 0
+        self.label = label
         self._counts = Counts()
+        self._by_label: dict[str, Counts] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -96,6 +103,7 @@ class DelayRelay:
         self._stopped = threading.Event()
         self._stop: asyncio.Event | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task] = set()
         self._error: BaseException | None = None
 
     # ------------------------------------------------------------------ control
@@ -111,11 +119,18 @@ class DelayRelay:
         with self._lock:
             return Counts(**self._counts.as_dict())
 
-    def reset_counts(self) -> Counts:
-        """The counts so far, and start counting from zero."""
+    def counts_by_label(self) -> dict[str, Counts]:
         with self._lock:
-            seen, self._counts = self._counts, Counts()
+            return {name: Counts(**c.as_dict()) for name, c in self._by_label.items()}
+
+    def reset_counts(self) -> Counts:
+        """The counts so far, and start counting from zero (per label too)."""
+        with self._lock:
+            seen, self._counts, self._by_label = self._counts, Counts(), {}
         return seen
+
+    def _labelled(self, name: str) -> Counts:
+        return self._by_label.setdefault(name, Counts())
 
     def start(self) -> DelayRelay:
         self._thread = threading.Thread(target=self._run, name=f"delay-relay->{self.target[1]}", daemon=True)
@@ -167,9 +182,23 @@ class DelayRelay:
         server.close()
         for writer in list(self._writers):
             writer.close()
+        # End every connection's task here, quietly, rather than leaving them to asyncio.run.
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await server.wait_closed()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            await self._relay(client_r, client_w)
+        except asyncio.CancelledError:
+            pass  # the relay is stopping
+        finally:
+            self._tasks.discard(task)
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             target_r, target_w = await asyncio.open_connection(*self.target)
         except OSError:
@@ -181,9 +210,16 @@ class DelayRelay:
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._writers.add(w)
+        name = ""
+        if self.label is not None:
+            # Off the event loop: a label may ask the system who owns the client's socket.
+            peer = client_w.get_extra_info("peername")
+            with contextlib.suppress(Exception):
+                name = await asyncio.get_running_loop().run_in_executor(None, self.label, peer)
         with self._lock:
             self._counts.connections += 1
-        conn = _Connection(self)
+            self._labelled(name).connections += 1
+        conn = _Connection(self, name)
         try:
             await asyncio.gather(
                 self._pump(client_r, target_w, conn, "up"),

@@ -132,7 +132,7 @@ def test_a_closed_client_closes_the_target_side(echo_server):
     assert not relay.running
 
 
-def test_the_relay_stops_by_itself_after_max_seconds(echo_server):
+def test_the_relay_stops_by_itself_after_max_seconds(echo_server, caplog):
     port, _ = echo_server
     relay = DelayRelay("127.0.0.1", port, max_seconds=0.5).start()
     sock = connect(relay)
@@ -147,3 +147,22 @@ def test_the_relay_stops_by_itself_after_max_seconds(echo_server):
     sock.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", relay.port), timeout=1).close()
+    # Quietly: the open connection's task ended with the relay, not as an error asyncio reports.
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+def test_counts_are_kept_per_label_of_the_client(echo_server):
+    port, _ = echo_server
+    with DelayRelay("127.0.0.1", port, label=lambda peer: "even" if peer[1] % 2 == 0 else "odd") as relay:
+        ports = []
+        for _ in range(4):
+            with connect(relay) as sock:
+                ports.append(sock.getsockname()[1])
+                echo_round_trip(sock)
+                echo_round_trip(sock)
+        by_label = relay.counts_by_label()
+    even = sum(1 for p in ports if p % 2 == 0)
+    assert {name: (c.connections, c.turns) for name, c in by_label.items() if c.connections} == {
+        **({"even": (even, 2 * even)} if even else {}),
+        **({"odd": (4 - even, 2 * (4 - even))} if even < 4 else {}),
+    }
