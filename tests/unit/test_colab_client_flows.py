@@ -7,7 +7,6 @@ import threading
 
 import pytest
 
-import colab_client
 from colab_client import FLOWS, ColabClient, ColabProtocolError, check_flows
 
 URL = "http://localhost:9/?token=t"
