@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: measure, side by side in one run, what this project costs and what it buys.
 
-    bench/run.py [--only p1,p2,p3] [--n 200] [--keep]
+    bench/run.py [--only p1,p2,p3,latency] [--n 200] [--keep]
 
 P1  converge the runtime roles on a fresh test host vs the seed article's shell recipe on an
     identical fresh host (and the recipe as written, unpinned, which no longer works)
@@ -10,6 +10,10 @@ P3  Colab cell round trips: through the SSH tunnel, on the host's own loopback, 
     alone; Python protocol client and a real headless Chromium page at Colab's origin; before
     (stock server, `ssh -N` forward) and after (the runtime's TCP_NODELAY fix, the tunnel's
     session)
+latency  the same product across an emulated network (a delaying relay in front of the host's
+    sshd and of the EC2 API) at each --delays round trip, side by side: cell round trips (ours
+    vs stock + `ssh -N`), the connect step and a no-op site.yml in time, SSH request/response
+    turns and AWS API calls
 
 Test hosts are podman containers named colab-bench-* (removed at the end unless --keep).
 Prints a table and writes bench/results/latest.json.
@@ -39,11 +43,13 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 
 import colab_client
+from colab_testkit.relay import DelayRelay
 from colab_testkit.substrate import (
     ROOT,
     MotoServer,
     RemoteHost,
     ansible_playbook,
+    emulated_aws_env,
     free_port,
     make_ssh_key,
     play_recap,
@@ -56,6 +62,9 @@ from colab_testkit.substrate import (
 )
 
 RESULTS = BENCH / "results"
+AWS_HOOKS = ROOT / "tests" / "aws_hooks"
+# The latency phase's relays stop by themselves after this long (a full bench takes well under it).
+RELAY_MAX_S = 3 * 3600
 # Fixes the bench had to apply to a converged host to measure it (reported in the results).
 WORKAROUNDS: list[str] = []
 # Not colab-test-*: test sessions remove those containers when they start.
@@ -130,7 +139,8 @@ class Bench:
         self.image = testhost_image("bookworm")
         self.hosts: list[RemoteHost] = []
         self.procs: list[subprocess.Popen] = []
-        self.moto: MotoServer | None = None
+        self.motos: list[MotoServer] = []
+        self.relays: list[DelayRelay] = []
         self.results: dict = {}
         self.run_id = uuid.uuid4().hex[:6]
 
@@ -145,8 +155,10 @@ class Bench:
     def cleanup(self) -> None:
         for proc in self.procs:
             stop_process(proc)
-        if self.moto:
-            self.moto.stop()
+        for moto in self.motos:
+            moto.stop()
+        for relay in self.relays:
+            relay.stop()
         if self.args.keep:
             log(f"kept: hosts {[h.name for h in self.hosts]}, work dir {self.work}")
             return
@@ -295,22 +307,53 @@ def p1(b: Bench) -> dict:
 
 # =============================================================================== P2
 class Site:
-    """site.yml against moto + a podman host, as scripts/demo.py does, in the bench's work dir."""
+    """site.yml against moto + a podman host, as scripts/demo.py does, in the bench's work dir.
 
-    def __init__(self, b: Bench) -> None:
+    With ``network``, the host's SSH address and the EC2 endpoint in the overlay are delaying
+    relays (``ssh_relay``, ``aws_relay``; no delay until set_round_trip), and every AWS API call
+    of a run is logged (aws_calls()).
+    """
+
+    def __init__(self, b: Bench, name: str = "site", network: bool = False) -> None:
         self.b = b
-        b.moto = self.moto = MotoServer()
-        self.host = b.start_host("site", user="ubuntu")
+        self.moto = MotoServer()
+        b.motos.append(self.moto)
+        self.host = b.start_host(name, user="ubuntu")
         self.port = free_port()
-        self.state_dir = b.work / "colab"
+        self.work = b.work / name
+        self.state_dir = self.work / "colab"
+        self.aws_call_log = self.work / "aws-calls.jsonl"
+        self.ssh_relay = self.aws_relay = None
+        ssh_port, aws_url, extra_env = self.host.ssh_port, self.moto.url, {}
+        if network:
+            self.ssh_relay = DelayRelay("127.0.0.1", self.host.ssh_port, max_seconds=RELAY_MAX_S, label=ssh_client_label(self.ssh_config))
+            self.aws_relay = DelayRelay("127.0.0.1", self.moto.port, max_seconds=RELAY_MAX_S)
+            b.relays += [self.ssh_relay.start(), self.aws_relay.start()]
+            ssh_port, aws_url = self.ssh_relay.port, f"http://127.0.0.1:{self.aws_relay.port}"
+            extra_env = {"PYTHONPATH": str(AWS_HOOKS), "COLAB_TEST_AWS_CALL_LOG": str(self.aws_call_log)}
         # The emulated account and the overlay inventory of `make demo` and the end-to-end tests,
         # with a free port and a private state dir: nothing shared with the demo or a user's tunnel.
         seed_emulated_account(self.moto.url, REGION)
         self.inventory = write_ec2_overlay(
-            b.work / "inventory", SITE_HOST, self.host.ssh_port, b.key, OWNER, REGION,
+            self.work / "inventory", SITE_HOST, ssh_port, b.key, OWNER, REGION,
             extra_vars={"colab_runtime_port": self.port, "colab_tunnel_state_dir": str(self.state_dir), "idle_stop_enabled": True},
         )  # fmt: skip
-        self.env = {**self.moto.aws_env(REGION), "COLAB_OWNER": OWNER}
+        self.env = {**emulated_aws_env(aws_url, REGION), "COLAB_OWNER": OWNER, **extra_env}
+
+    def set_round_trip(self, rtt_ms: float) -> None:
+        for relay in (self.ssh_relay, self.aws_relay):
+            relay.set_delay(rtt_ms / 2)
+
+    def aws_calls(self) -> dict[str, int]:
+        """AWS API calls logged since the last call, per operation (and the reset of the log)."""
+        calls: dict[str, int] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.aws_call_log.read_text().splitlines():
+                op = json.loads(line)
+                key = f"{op['service']}:{op['operation']}"
+                calls[key] = calls.get(key, 0) + 1
+            self.aws_call_log.unlink()
+        return dict(sorted(calls.items()))
 
     def playbook(self, *args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
         return playbook(["-i", "inventory/", "-i", str(self.inventory), *args], {**self.env, **(env or {})})
@@ -496,6 +539,144 @@ def p3(b: Bench, site: Site) -> dict:
     return out
 
 
+# =============================================================================== latency
+def ssh_client_label(ssh_config: Path):
+    """Name the program behind a relayed SSH connection: 'tunnel' for an ssh started with the
+    tunnel's ssh_config (the supervised tunnel, the bench's own forwards), else 'ansible'."""
+
+    def label(peer: tuple[str, int]) -> str:
+        res = subprocess.run(["ss", "-Htnp", "state", "established", "src", f"{peer[0]}:{peer[1]}"],
+                             capture_output=True, text=True, timeout=10)  # fmt: skip
+        m = re.search(r"pid=(\d+)", res.stdout)
+        if not m:
+            return "unknown"
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{m.group(1)}/cmdline").read_bytes().split(b"\0")
+            return "tunnel" if str(ssh_config).encode() in cmdline else "ansible"
+        return "unknown"
+
+    return label
+
+
+def turns(site: Site) -> dict[str, int]:
+    """SSH request/response turns (per program) and AWS calls since the last reading."""
+    by_label = site.ssh_relay.counts_by_label()
+    site.ssh_relay.reset_counts()
+    site.aws_relay.reset_counts()
+    return {name: c.turns for name, c in sorted(by_label.items())}
+
+
+def timed_step(site: Site, *args: str) -> dict:
+    turns(site)
+    site.aws_calls()
+    seconds, res = site.playbook(*args)
+    aws = site.aws_calls()
+    return {
+        "seconds": round(seconds, 2),
+        "changed": total_changed(play_recap(res.stdout)),
+        "ssh_turns": turns(site),
+        "aws_calls": aws,
+        "aws_calls_total": sum(aws.values()),
+    }
+
+
+def latency(b: Bench) -> dict:
+    delays = [float(d) for d in b.args.delays.split(",")]
+    clients = b.args.latency_clients.split(",")
+    out: dict = {"load_before": loadavg(), "round_trips_ms": delays, "n": b.args.n, "steps": {}, "cells": []}
+    site = Site(b, "latency", network=True)
+    try:
+        return measure_latency(b, site, delays, clients, out)
+    finally:
+        with contextlib.suppress(Exception):
+            site.set_round_trip(0)
+            site.playbook("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
+
+
+def measure_latency(b: Bench, site: Site, delays: list[float], clients: list[str], out: dict) -> dict:
+    n = b.args.n
+    base = f"http://localhost:{site.port}"
+    # The first converge (provision, configure, connect) on a fresh host at the first delay.
+    site.set_round_trip(delays[0])
+    log(f"latency: first site.yml at {delays[0]:g} ms round trip")
+    out["first_converge"] = {f"{delays[0]:g}": timed_step(site, "site.yml")}
+    log(f"latency:   {out['first_converge']}")
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(site.url()).query)["token"][0]
+
+    def cells(server: str, path: str, rtt: float) -> None:
+        for client in clients:
+            log(f"latency: cells {client:7s} {server:5s} {path} at {rtt:g} ms")
+            r = probe(client, base, token, n)
+            out["cells"].append({"rtt_ms": rtt, "server": server, "path": path, "client": client, **r})
+            for flow, st in r.get("flows", {}).items():
+                log(f"latency:   {flow:12s} median {st.get('median_ms')} ms  p90 {st.get('p90_ms')} ms  ok={st['ok']}")
+            if "error" in r:
+                log(f"latency:   FAILED: {r['error'][-500:]}")
+
+    for rtt in delays:
+        site.set_round_trip(rtt)
+        key = f"{rtt:g}"
+        steps = out["steps"][key] = {}
+        log(f"latency: no-op site.yml at {key} ms round trip")
+        site.playbook("site.yml")  # settles the host's control connection at this delay
+        steps["noop"] = timed_step(site, "site.yml")
+        log(f"latency:   {steps['noop']}")
+        site.playbook("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
+        steps["connect"] = timed_step(site, "playbooks/connect.yml")
+        log(f"latency:   connect step: {steps['connect']}")
+        cells("ours", "tunnel (connect.yml)", rtt)
+    # Before: the stock server (no TCP_NODELAY on websocket streams) and a plain `ssh -N` forward.
+    site.playbook("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
+    site.set_round_trip(0)
+    set_server_nodelay(site.host, site.port, on=False)
+    try:
+        for rtt in delays:
+            site.set_round_trip(rtt)
+            fwd = start_forward(b, site, session=False)
+            try:
+                cells("stock", "ssh -N forward", rtt)
+            finally:
+                stop_process(fwd)
+    finally:
+        site.set_round_trip(0)
+        set_server_nodelay(site.host, site.port, on=True)
+    out["load_after"] = loadavg()
+    return out
+
+
+def latency_lines(p: dict) -> list[str]:
+    keys = [f"{d:g}" for d in p["round_trips_ms"]]
+    head = "".join(f"{k + ' ms':>22s}" for k in keys)
+    lines = [f"LATENCY emulated network (relay before sshd and the EC2 API), round trip: {' / '.join(keys)} ms",
+             f"  {'cell round trip, median / p90 ms':44s}{head}"]  # fmt: skip
+    rows: dict[tuple, dict] = {}
+    for c in p["cells"]:
+        for flow, st in c.get("flows", {}).items():
+            rows.setdefault((c["server"], c["path"], c["client"], flow), {})[f"{c['rtt_ms']:g}"] = st
+    for (server, path, client, flow), by_rtt in rows.items():
+        cols = "".join(
+            f"{(str(by_rtt[k].get('median_ms')) + ' / ' + str(by_rtt[k].get('p90_ms'))) if by_rtt.get(k, {}).get('ok') else 'FAILED':>22s}"
+            for k in keys
+        )
+        lines.append(f"  {server:5s} {path:21s} {client:7s} {flow:12s}{cols}")
+    for step, title in (("noop", "no-op site.yml"), ("connect", "connect step (connect.yml)")):
+        lines.append(f"  {title}:")
+        for what, fmt in (
+            ("seconds", lambda s: f"{s['seconds']:.2f} s"),
+            ("ssh turns (ansible / tunnel)", lambda s: f"{s['ssh_turns'].get('ansible', 0)} / {s['ssh_turns'].get('tunnel', 0)}"),
+            ("AWS API calls", lambda s: str(s["aws_calls_total"])),
+        ):
+            cols = "".join(f"{fmt(p['steps'][k][step]):>22s}" for k in keys if k in p["steps"])
+            lines.append(f"    {what:42s}{cols}")
+        first = p["steps"].get(keys[0], {}).get(step)
+        if first and first["aws_calls"]:
+            lines.append("    AWS calls by operation: " + ", ".join(f"{op} {c}" for op, c in first["aws_calls"].items()))
+    for key, first in p.get("first_converge", {}).items():
+        lines.append(f"  first site.yml at {key} ms: {first['seconds']:.1f} s, ssh turns {first['ssh_turns']}, "
+                     f"AWS calls {first['aws_calls_total']}")  # fmt: skip
+    return lines
+
+
 # =============================================================================== report
 def find(cells: list[dict], server: str, path: str, client: str, flow: str) -> dict:
     for c in cells:
@@ -588,14 +769,18 @@ def summarize(results: dict) -> list[str]:
             targets["p3_tunnel_overhead"] = all(
                 d["tunnel_overhead_ms"] <= TARGETS["p3_tunnel_overhead_ms"] for d in browser
             )
+    if "latency" in results:
+        lines += latency_lines(results["latency"])
     lines.append("targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in targets.items()))
     return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="colab-gpu-runtime benchmarks (see bench/README.md)")
-    parser.add_argument("--only", default="p1,p2,p3", help="comma-separated phases: p1,p2,p3")
+    parser.add_argument("--only", default="p1,p2,p3,latency", help="comma-separated phases: p1,p2,p3,latency")
     parser.add_argument("--n", type=int, default=200, help="timed executes per P3 cell")
+    parser.add_argument("--delays", default="0,40", help="latency phase: emulated round trips in ms, comma-separated")
+    parser.add_argument("--latency-clients", default="python,browser", help="latency phase: python, browser or both")
     parser.add_argument("--keep", action="store_true", help="keep hosts and the work dir for inspection")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--report", type=Path, help="only print the table of an earlier results file")
@@ -604,7 +789,8 @@ def main() -> int:
         print("\n".join(summarize(json.loads(args.report.read_text()))))
         return 0
     phases = set(args.only.split(","))
-    if shutil.which("nsenter") is None or (phases & {"p3"} and not shutil.which("chromium")):
+    needs_chromium = "p3" in phases or ("latency" in phases and "browser" in args.latency_clients)
+    if shutil.which("nsenter") is None or (needs_chromium and not shutil.which("chromium")):
         print("bench needs nsenter (util-linux) and chromium (apt-get install chromium)", file=sys.stderr)
         return 2
     results: dict = {
@@ -625,6 +811,8 @@ def main() -> int:
                 results["p2"] = p2(b, site, first_run)
             if "p3" in phases:
                 results["p3"] = p3(b, site)
+        if "latency" in phases:
+            results["latency"] = latency(b)
     except Exception as err:  # still write what was measured
         results["error"] = f"{type(err).__name__}: {err}"
         print(results["error"], file=sys.stderr)

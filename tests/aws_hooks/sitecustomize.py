@@ -17,6 +17,9 @@ With COLAB_TEST_EC2_SPOT_INTERRUPTED (a JSON list of instance ids) DescribeInsta
 instances as spot instances that AWS stopped (lifecycle "spot", state reason
 Server.SpotInstanceShutdown), which moto cannot produce.
 
+With COLAB_TEST_AWS_CALL_LOG set (a file path), every AWS API call of every service is appended
+to that file as one JSON line {"service", "operation"}: what the bench counts per run.
+
 COLAB_TEST_EC2_FAULTS is a JSON list of rules, first match wins:
     [{"type": "g4dn.xlarge", "market": "on-demand", "code": "InsufficientInstanceCapacity"}]
 "type" and "market" ("spot" | "on-demand") are optional filters. A launch counts as spot
@@ -36,6 +39,7 @@ import time
 _FAULTS = os.environ.get("COLAB_TEST_EC2_FAULTS")
 _LOG = os.environ.get("COLAB_TEST_EC2_CALL_LOG")
 _INTERRUPTED = os.environ.get("COLAB_TEST_EC2_SPOT_INTERRUPTED")
+_ALL_CALLS_LOG = os.environ.get("COLAB_TEST_AWS_CALL_LOG")
 _real_sleep = time.sleep
 
 
@@ -88,6 +92,11 @@ def _answer(context, **_kwargs):
     return _ErrorResponse(), parsed
 
 
+def _log_any_call(model, **_kwargs):
+    with open(_ALL_CALLS_LOG, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"service": model.service_model.service_name, "operation": model.name}) + "\n")
+
+
 def _drop_template_own_tags(parsed, **_kwargs):
     for version in (parsed or {}).get("LaunchTemplateVersions", []):
         data = version.get("LaunchTemplateData") or {}
@@ -117,6 +126,9 @@ def _install() -> None:
 
     def create_client(self, *args, **kwargs):
         client = original(self, *args, **kwargs)
+        if _ALL_CALLS_LOG:
+            # before-call: once per API call actually sent (retries of it are not counted again).
+            client.meta.events.register("before-call", _log_any_call)
         if client.meta.service_model.service_name == "ec2":
             client.meta.events.register("before-parameter-build.ec2.RunInstances", _decide)
             client.meta.events.register("before-call.ec2.RunInstances", _answer)
@@ -128,7 +140,7 @@ def _install() -> None:
     botocore.session.Session.create_client = create_client
 
 
-if _FAULTS is not None or _LOG or _INTERRUPTED:
+if _FAULTS is not None or _LOG or _INTERRUPTED or _ALL_CALLS_LOG:
     try:
         _install()
     except ImportError:  # a Python without botocore (e.g. a tool in the same environment)

@@ -218,6 +218,7 @@ class Tunnel:
         self.logfile = base + ".log"
         self.stampfile = base + ".config-sha256"
         self.supervisor_script = p["supervisor_script"]
+        self._answered = False
         config = p["ssh_config_content"].encode() if p["ssh_config_content"] is not None else read_bytes(p["ssh_config"])
         if config is None and not check_mode and p["state"] == "started":
             raise TunnelError("ssh_config %s does not exist" % p["ssh_config"])
@@ -236,13 +237,23 @@ class Tunnel:
         return pid if supervisor and alive(pid) and process_info(pid)[1] == supervisor else None
 
     def healthy(self, wait=0.0):
+        """Whether the forward carries HTTP, polled for up to wait seconds.
+
+        Each probe is a new connection through the tunnel (an SSH channel, then a request): two
+        network round trips. Once it answered in this task, later questions of the same task are
+        answered from that, not asked over the network again.
+        """
+        if self._answered:
+            return True
         deadline = time.monotonic() + wait
         while True:
             if http_answers(self.address, self.port):
+                self._answered = True
                 return True
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.25)
+            # Short polls: a starting ssh is ready a few round trips after start, not at a tick.
+            time.sleep(0.05)
 
     def current_config(self):
         try:
@@ -260,6 +271,7 @@ class Tunnel:
 
     def stop(self):
         """Stop our supervisor and its ssh; a pid file naming any other process is only removed."""
+        self._answered = False
         pid = self.pid()
         if not pid:
             for stale in (self.pidfile, self.pidfile + ".child"):

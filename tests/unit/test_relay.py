@@ -1,0 +1,168 @@
+"""The emulated-latency relay of the test kit: delay, order, turn counting, clean and bounded stop."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from colab_testkit.relay import DelayRelay
+
+
+@pytest.fixture
+def echo_server():
+    """A loopback echo server (one thread per connection); yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    closed = []
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := conn.recv(65536):
+                conn.sendall(data)
+        closed.append(True)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], closed
+    stop.set()
+    thread.join(2)
+    listener.close()
+
+
+def connect(relay: DelayRelay) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = sock.recv(min(65536, size - got))
+        assert chunk, "the relay closed the connection early"
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def echo_round_trip(sock: socket.socket, payload: bytes = b"ping") -> float:
+    started = time.perf_counter()
+    sock.sendall(payload)
+    assert recv_exactly(sock, len(payload)) == payload
+    return time.perf_counter() - started
+
+
+def test_an_echo_round_trip_costs_twice_the_one_way_delay(echo_server):
+    port, _ = echo_server
+    with DelayRelay("127.0.0.1", port, one_way_ms=30) as relay, connect(relay) as sock:
+        echo_round_trip(sock)  # connection set-up out of the way
+        rtts = sorted(echo_round_trip(sock) for _ in range(5))
+    # Never faster than the emulated path; the upper bound only says the delay is not stacked.
+    assert rtts[0] >= 0.060
+    assert rtts[len(rtts) // 2] < 0.060 + 0.5
+
+
+def test_no_delay_adds_almost_nothing_and_the_delay_can_change_while_running(echo_server):
+    port, _ = echo_server
+    with DelayRelay("127.0.0.1", port, one_way_ms=0) as relay, connect(relay) as sock:
+        echo_round_trip(sock)
+        fast = min(echo_round_trip(sock) for _ in range(5))
+        relay.set_delay(25)
+        slow = min(echo_round_trip(sock) for _ in range(3))
+    assert fast < 0.050
+    assert slow >= 0.050
+
+
+def test_bytes_arrive_in_order_and_a_stream_is_not_slowed_down_per_chunk(echo_server):
+    port, _ = echo_server
+    payload = os.urandom(4 * 1024 * 1024)
+    with DelayRelay("127.0.0.1", port, one_way_ms=20) as relay, connect(relay) as sock:
+        started = time.perf_counter()
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        echoed = recv_exactly(sock, len(payload))
+        sender.join()
+        elapsed = time.perf_counter() - started
+        counts = relay.counts()
+    assert echoed == payload
+    assert counts.bytes_up == counts.bytes_down == len(payload)
+    # Dozens of chunks each way: delaying them one after the other would take seconds.
+    assert elapsed < 2.0
+
+
+def test_turns_count_request_response_exchanges(echo_server):
+    port, _ = echo_server
+    with DelayRelay("127.0.0.1", port, one_way_ms=5) as relay:
+        with connect(relay) as sock:
+            for _ in range(3):
+                echo_round_trip(sock)
+        with connect(relay) as sock:
+            echo_round_trip(sock)
+        seen = relay.reset_counts()
+        assert (seen.connections, seen.turns) == (2, 4)
+        assert relay.counts().turns == 0
+
+
+def test_a_closed_client_closes_the_target_side(echo_server):
+    port, closed = echo_server
+    with DelayRelay("127.0.0.1", port, one_way_ms=10) as relay:
+        with connect(relay) as sock:
+            echo_round_trip(sock)
+            sock.shutdown(socket.SHUT_WR)
+            # The target sees end of stream after the delay and closes; so does the client side.
+            assert sock.recv(1) == b""
+        deadline = time.monotonic() + 5
+        while not closed and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert closed == [True]
+    assert not relay.running
+
+
+def test_the_relay_stops_by_itself_after_max_seconds(echo_server, caplog):
+    port, _ = echo_server
+    relay = DelayRelay("127.0.0.1", port, max_seconds=0.5).start()
+    sock = connect(relay)
+    echo_round_trip(sock)
+    deadline = time.monotonic() + 5
+    while relay.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not relay.running
+    # Its connections went with it.
+    sock.settimeout(5)
+    assert sock.recv(1) == b""
+    sock.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", relay.port), timeout=1).close()
+    # Quietly: the open connection's task ended with the relay, not as an error asyncio reports.
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+def test_counts_are_kept_per_label_of_the_client(echo_server):
+    port, _ = echo_server
+    with DelayRelay("127.0.0.1", port, label=lambda peer: "even" if peer[1] % 2 == 0 else "odd") as relay:
+        ports = []
+        for _ in range(4):
+            with connect(relay) as sock:
+                ports.append(sock.getsockname()[1])
+                echo_round_trip(sock)
+                echo_round_trip(sock)
+        by_label = relay.counts_by_label()
+    even = sum(1 for p in ports if p % 2 == 0)
+    assert {name: (c.connections, c.turns) for name, c in by_label.items() if c.connections} == {
+        **({"even": (even, 2 * even)} if even else {}),
+        **({"odd": (4 - even, 2 * (4 - even))} if even < 4 else {}),
+    }
