@@ -68,10 +68,15 @@ unit: venv ## pytest tests/unit: parsing, filters, decisions, plugin docs (no po
 	@# ansible-playbook run each, the tier's main cost).
 	$(BIN)/pytest tests/unit -n auto --dist loadfile $(PYTEST_ARGS)
 
+# Two pytest-xdist workers, each taking whole test files (a file's hosts and fixtures stay
+# together): much of an end-to-end test waits on a booting host, sshd or a service. Fixtures take
+# free ports, their own containers and state dirs, so files do not meet. E2E_WORKERS=0: serially.
+E2E_WORKERS ?= 2
+
 .PHONY: e2e
 e2e: venv images ## pytest: every other test (substrate, provisioning on moto, runtime, browser, end to end)
 	@scripts/ensure-system-deps.sh chromium
-	$(BIN)/pytest --ignore=tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/unit -n $(E2E_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: test
 test: lint unit molecule e2e ## Everything CI runs: lint, unit tests, Molecule, end-to-end

@@ -7,6 +7,7 @@ creates resources with the ``colab-test-`` name prefix and removes only what it 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -521,8 +522,17 @@ def runtime_image(base_image: str, key_path: Path, workdir: Path) -> str:
     """
     tag = hashlib.sha256((base_image + role_digest(ROOT / "roles" / "colab_runtime")).encode()).hexdigest()[:12]
     ref = f"{RUNTIME_IMAGE}:{tag}"
-    if podman("image", "exists", ref, check=False).returncode == 0:
-        return ref
+    # Test runs in parallel (pytest-xdist workers, other checkouts) wait for one build instead of
+    # each converging its own copy on the same cores.
+    lock = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"colab-gpu-runtime-image-{os.getuid()}.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if podman("image", "exists", ref, check=False).returncode == 0:
+            return ref
+        return _build_runtime_image(ref, base_image, key_path, workdir)
+
+
+def _build_runtime_image(ref: str, base_image: str, key_path: Path, workdir: Path) -> str:
     host = RemoteHost.start(image=base_image, key_path=key_path, name=f"colab-runtime-build-{uuid.uuid4().hex[:6]}")
     try:
         inventory = workdir / "runtime-hosts.yml"
