@@ -127,6 +127,7 @@ def test_host_variables_come_from_the_instance_tags(moto, fleet, tmp_path):
     alice = found["hostvars"]["colab-gpu-runtime-alice"]
     assert alice["ansible_host"] == fleet["alice"]["PublicIpAddress"]
     assert alice["ansible_user"] == "ubuntu"
+    assert alice["ansible_python_interpreter"] == "/usr/bin/python3"  # no discovery round trip
     # Known-hosts entries follow the instance, not its changing public IP.
     assert alice["ansible_ssh_extra_args"] == (
         f"-o HostKeyAlias={fleet['alice']['InstanceId']} -o StrictHostKeyChecking=accept-new"
