@@ -19,7 +19,8 @@ from colab_testkit.substrate import ROOT, play_recap, seed_emulated_account
 
 # pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
 from test_provision import DLAMI_PARAMETER, NAME, OWNER, REGION, ansible_env, base_vars, ec2, instances, output, run_playbook, tags
-from test_teardown import OURS, flat, teardown
+from test_teardown import OURS, flat
+from test_teardown import teardown as teardown_playbook
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -43,10 +44,19 @@ WRAPPER = """\
 """
 
 
+def hooked_env(server) -> dict:
+    """moto with the test double's corrections (tests/aws_hooks: DescribeVolumes' SnapshotId), no faults."""
+    return ansible_env(server, faults=[])
+
+
+def teardown(server, **variables):
+    return teardown_playbook(server, hooked_env(server), **variables)
+
+
 def provision(server, tmp, **overrides):
     wrapper = tmp / f"provision-{os.urandom(4).hex()}.yml"
     wrapper.write_text(WRAPPER.format(provision=ROOT / "playbooks" / "provision.yml"))
-    proc = run_playbook(wrapper, ansible_env(server), base_vars(tmp, **overrides))
+    proc = run_playbook(wrapper, hooked_env(server), base_vars(tmp, **overrides))
     found = re.search(r"COLAB_DATA=([A-Za-z0-9+/=]+)", proc.stdout)
     return proc, json.loads(base64.b64decode(found.group(1))) if found else None
 
