@@ -14,8 +14,9 @@ whether a new version is needed, so against plain moto the second run would add 
 that AWS would not. The hook drops those entries from DescribeLaunchTemplateVersions answers.
 
 A second moto deviation: DescribeVolumes leaves out SnapshotId for a volume that was not
-created from a snapshot, where AWS answers "" (amazon.aws.ec2_vol_info then fails with
-KeyError 'snapshot_id'). The hook adds the empty value.
+created from a snapshot and MultiAttachEnabled, where AWS answers "" and false
+(amazon.aws.ec2_vol_info and ec2_vol then fail with KeyError 'snapshot_id' or
+'multi_attach_enabled'). The hook adds those values.
 
 With COLAB_TEST_EC2_SPOT_INTERRUPTED (a JSON list of instance ids) DescribeInstances shows those
 instances as spot instances that AWS stopped (lifecycle "spot", state reason
@@ -102,9 +103,10 @@ def _drop_template_own_tags(parsed, **_kwargs):
             data.pop("TagSpecifications", None)
 
 
-def _add_empty_snapshot_ids(parsed, **_kwargs):
+def _add_volume_defaults(parsed, **_kwargs):
     for volume in (parsed or {}).get("Volumes", []):
         volume.setdefault("SnapshotId", "")
+        volume.setdefault("MultiAttachEnabled", False)
 
 
 def _show_spot_interruptions(parsed, **_kwargs):
@@ -130,7 +132,7 @@ def _install() -> None:
             client.meta.events.register("before-parameter-build.ec2.RunInstances", _decide)
             client.meta.events.register("before-call.ec2.RunInstances", _answer)
             client.meta.events.register("after-call.ec2.DescribeLaunchTemplateVersions", _drop_template_own_tags)
-            client.meta.events.register("after-call.ec2.DescribeVolumes", _add_empty_snapshot_ids)
+            client.meta.events.register("after-call.ec2.DescribeVolumes", _add_volume_defaults)
             if _INTERRUPTED:
                 client.meta.events.register("after-call.ec2.DescribeInstances", _show_spot_interruptions)
         return client

@@ -45,7 +45,7 @@ WRAPPER = """\
 
 
 def hooked_env(server) -> dict:
-    """moto with the test double's corrections (tests/aws_hooks: DescribeVolumes' SnapshotId), no faults."""
+    """moto with the test double's corrections of DescribeVolumes (tests/aws_hooks), no faults."""
     return ansible_env(server, faults=[])
 
 
@@ -119,7 +119,7 @@ class TestDataVolumeLifecycle:
         text = flat(proc)
         assert (
             f"Kept data volume {volume['VolumeId']} (20 GiB in {self.state['zone']}, about $1.60 per month while it exists): "
-            "the runtime's next instance attaches it"
+            "the next instance of this runtime attaches it"
         ) in text, output(proc)[-4000:]
         assert f"data volume {volume['VolumeId']}" not in text.split("and deleted:")[1].split(".")[0]
 

@@ -74,7 +74,7 @@ def test_types_not_offered_in_the_volume_zone_are_refused():
 
 def test_volume_attached_to_a_foreign_instance_is_refused():
     error = plan([volume(attached_to="i-other")])["error"]
-    assert "is attached to instance i-other, which is not this runtime's instance" in error
+    assert "is attached to instance i-other, which is not the instance of this runtime" in error
     assert "aws ec2 detach-volume --region us-east-2 --volume-id vol-0123456789abcdef0" in error
 
 

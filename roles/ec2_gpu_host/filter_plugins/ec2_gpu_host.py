@@ -245,14 +245,14 @@ def ec2_gpu_host_data_volume_plan(volumes, instance, subnets, type_info, usable_
     move = (
         "or move the volume there through a snapshot: aws ec2 create-snapshot --region {r} --volume-id {v}, then"
         " aws ec2 create-volume --region {r} --availability-zone {{zone}} --snapshot-id <snapshot id> --volume-type gp3"
-        " --encrypted with the old volume's tags, then aws ec2 delete-volume --region {r} --volume-id {v}"
+        " --encrypted and the tags of the old volume, then aws ec2 delete-volume --region {r} --volume-id {v}"
     ).format(r=region, v=volume["id"])
     attached = [a.get("instance_id") for a in volume.get("attachment_set") or [] if a.get("status") in ("attaching", "attached")]
     instance_id = (instance or {}).get("instance_id")
     others = [i for i in attached if i and i != instance_id]
     if others:
         result["error"] = (
-            "Data volume %s of runtime %s is attached to instance %s, which is not this runtime's instance%s. Nothing was changed."
+            "Data volume %s of runtime %s is attached to instance %s, which is not the instance of this runtime%s. Nothing was changed."
             " Fix: detach it if that instance no longer needs it (aws ec2 detach-volume --region %s --volume-id %s), then run again."
             % (volume["id"], name, ", ".join(others), " (%s)" % instance_id if instance_id else "", region, volume["id"])
         )
