@@ -89,7 +89,10 @@ def test_mount_formats_once_copies_and_never_reformats(loop_devices, remote_host
 
     proc = converge(volume)
     assert proc.returncode == 0, proc.stdout[-6000:]
-    assert sh(f"findmnt -n -o SOURCE,FSTYPE {DATA_DIR}").split() == [volume, "ext4"]
+    mounted = host.exec("findmnt", "-n", "-o", "SOURCE,FSTYPE", DATA_DIR, check=False).stdout.split()
+    assert mounted == [volume, "ext4"], (
+        host.ssh("sudo findmnt; sudo journalctl --no-pager | grep -i 'mount\\|colab' | tail -20", check=False).stdout
+    )
     uuid = sh(f"blkid -s UUID -o value {volume}")
     assert f"UUID={uuid} {DATA_DIR} ext4 defaults,nofail,x-systemd.device-timeout=30s 0 0" in sh("cat /etc/fstab")
     assert sh(f"cat {DATA_DIR}/notebooks/kept.ipynb") == "kept", "the data directory was copied onto the volume"
