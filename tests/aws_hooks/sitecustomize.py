@@ -13,6 +13,11 @@ valid resource type there). amazon.aws.ec2_launch_template compares that data to
 whether a new version is needed, so against plain moto the second run would add a version
 that AWS would not. The hook drops those entries from DescribeLaunchTemplateVersions answers.
 
+A second moto deviation: DescribeVolumes leaves out SnapshotId for a volume that was not
+created from a snapshot and MultiAttachEnabled, where AWS answers "" and false
+(amazon.aws.ec2_vol_info and ec2_vol then fail with KeyError 'snapshot_id' or
+'multi_attach_enabled'). The hook adds those values.
+
 With COLAB_TEST_EC2_SPOT_INTERRUPTED (a JSON list of instance ids) DescribeInstances shows those
 instances as spot instances that AWS stopped (lifecycle "spot", state reason
 Server.SpotInstanceShutdown), which moto cannot produce.
@@ -107,6 +112,12 @@ def _drop_template_own_tags(parsed, **_kwargs):
             data.pop("TagSpecifications", None)
 
 
+def _add_volume_defaults(parsed, **_kwargs):
+    for volume in (parsed or {}).get("Volumes", []):
+        volume.setdefault("SnapshotId", "")
+        volume.setdefault("MultiAttachEnabled", False)
+
+
 def _show_spot_interruptions(parsed, **_kwargs):
     interrupted = set(json.loads(_INTERRUPTED or "[]"))
     for reservation in (parsed or {}).get("Reservations", []):
@@ -133,6 +144,7 @@ def _install() -> None:
             client.meta.events.register("before-parameter-build.ec2.RunInstances", _decide)
             client.meta.events.register("before-call.ec2.RunInstances", _answer)
             client.meta.events.register("after-call.ec2.DescribeLaunchTemplateVersions", _drop_template_own_tags)
+            client.meta.events.register("after-call.ec2.DescribeVolumes", _add_volume_defaults)
             if _INTERRUPTED:
                 client.meta.events.register("after-call.ec2.DescribeInstances", _show_spot_interruptions)
         return client

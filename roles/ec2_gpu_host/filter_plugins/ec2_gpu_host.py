@@ -6,7 +6,8 @@ ec2_gpu_host_running picks the owner's running instance out of the aws_ec2 inven
 re-run does not describe again what the inventory has just described. The others hold the
 decisions the tasks would otherwise spell as Jinja loops: which launches to try in which order,
 which login user an image has, which subnets cannot reach the internet, which same-named
-resources exist, and which region and owner the aws_ec2 inventory reads.
+resources exist, which region and owner the aws_ec2 inventory reads, and where the runtime's
+data volume lets an instance run.
 
 ec2_gpu_host_caller_principal turns the caller's STS ARN into the identity recorded on what
 the project creates (tag colab-gpu-runtime:created-by) and compared before anything is changed.
@@ -216,6 +217,79 @@ def ec2_gpu_host_failure_report(failure, instance):
     return "%s is still RUNNING and billing %s%s. Stop it: %s." % (head, price, why, stop_command)
 
 
+def ec2_gpu_host_data_volume_plan(volumes, instance, subnets, type_info, usable_types, context):
+    """Where the runtime's data volume is and what that allows, before anything is created.
+
+    `volumes` are the ec2_vol_info descriptions of the volumes tagged as this runtime's data
+    volume, `instance` the runtime's existing instance (a describe result, or None), `subnets`
+    the launch subnets, `type_info` the described instance types ({type: {zones}}), `usable_types` the types a launch may
+    try and `context` {region, name}. An EBS volume attaches only to an instance in its own zone:
+    a new instance is launched there (the subnets are narrowed to that zone); an existing instance
+    in another zone is refused with the fix, never given a second, empty volume.
+
+    Returns {volume (or None), subnets, error ('' when fine)}.
+    """
+    region, name = context["region"], context["name"]
+    volumes = list(volumes or [])
+    result = {"volume": volumes[0] if len(volumes) == 1 else None, "subnets": list(subnets or []), "error": ""}
+    if len(volumes) > 1:
+        ids = ", ".join(v["id"] for v in volumes)
+        result["error"] = (
+            "Found %d data volumes of runtime %s in %s: %s. Nothing was changed. Fix: keep the one with your data and delete"
+            " the others (aws ec2 delete-volume --region %s --volume-id <id>), then run again." % (len(volumes), name, region, ids, region)
+        )
+        return result
+    volume = result["volume"]
+    if volume is None:
+        return result
+    move = (
+        "or move the volume there through a snapshot: aws ec2 create-snapshot --region {r} --volume-id {v}, then"
+        " aws ec2 create-volume --region {r} --availability-zone {{zone}} --snapshot-id <snapshot id> --volume-type gp3"
+        " --encrypted and the tags of the old volume, then aws ec2 delete-volume --region {r} --volume-id {v}"
+    ).format(r=region, v=volume["id"])
+    attached = [a.get("instance_id") for a in volume.get("attachment_set") or [] if a.get("status") in ("attaching", "attached")]
+    instance_id = (instance or {}).get("instance_id")
+    others = [i for i in attached if i and i != instance_id]
+    if others:
+        result["error"] = (
+            "Data volume %s of runtime %s is attached to instance %s, which is not the instance of this runtime%s. Nothing was changed."
+            " Fix: detach it if that instance no longer needs it (aws ec2 detach-volume --region %s --volume-id %s), then run again."
+            % (volume["id"], name, ", ".join(others), " (%s)" % instance_id if instance_id else "", region, volume["id"])
+        )
+        return result
+    zone = volume["zone"]
+    if instance:
+        instance_zone = instance["placement"]["availability_zone"]
+        if instance_zone != zone:
+            result["error"] = (
+                "Data volume %s of runtime %s is in %s, but instance %s is in %s: an EBS volume attaches only to an"
+                " instance in its own zone, and a second, empty volume would hide your data. Nothing was changed."
+                " Fix: terminate the instance (its root disk goes, the data volume stays) and run again, which launches"
+                " the new instance in %s: ansible-playbook playbooks/teardown.yml -e ec2_gpu_host_terminate=%s &&"
+                " ansible-playbook site.yml; %s."
+                % (volume["id"], name, zone, instance_id, instance_zone, zone, instance_id, move.format(zone=instance_zone))
+            )
+        return result
+    in_zone = [s for s in result["subnets"] if s.get("availability_zone") == zone]
+    if not in_zone:
+        result["error"] = (
+            "Data volume %s of runtime %s is in %s, but none of the launch subnets is (%s): a new instance there could not"
+            " attach it. Nothing was created. Fix: add a subnet in %s to ec2_gpu_host_subnet_ids, %s."
+            % (volume["id"], name, zone, ", ".join(sorted({s.get("availability_zone", "?") for s in result["subnets"]})) or "none",
+               zone, move.format(zone="<a subnet's zone>"))
+        )
+        return result
+    if not [t for t in usable_types or [] if zone in ((type_info or {}).get(t) or {}).get("zones", [])]:
+        result["error"] = (
+            "Data volume %s of runtime %s is in %s, where none of %s is offered: a new instance there could not be"
+            " launched. Nothing was created. Fix: add an instance type offered in %s to ec2_gpu_host_instance_types, %s."
+            % (volume["id"], name, zone, ", ".join(usable_types or []), zone, move.format(zone="<a zone where the type is offered>"))
+        )
+        return result
+    result["subnets"] = in_zone
+    return result
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -229,4 +303,5 @@ class FilterModule:
             "ec2_gpu_host_same_named": ec2_gpu_host_same_named,
             "ec2_gpu_host_inventory_scope": ec2_gpu_host_inventory_scope,
             "ec2_gpu_host_failure_report": ec2_gpu_host_failure_report,
+            "ec2_gpu_host_data_volume_plan": ec2_gpu_host_data_volume_plan,
         }
