@@ -305,15 +305,19 @@ class ColabClient:
                 return msg
         raise ColabProtocolError(f"no {reply_type} within {self.timeout}s")
 
-    def execute(self, code: str) -> str:
-        """Run code in the kernel and return what it printed on stdout."""
+    def submit(self, code: str) -> str:
+        """Send code to the kernel without waiting for it (a long cell); returns the request's id."""
         if self._channel is None:
             raise ColabProtocolError("no kernel channel open")
-        msg_id = self._send(
+        return self._send(
             "execute_request",
             {"code": code, "silent": False, "store_history": False, "user_expressions": {},
              "allow_stdin": False, "stop_on_error": True},
         )  # fmt: skip
+
+    def execute(self, code: str) -> str:
+        """Run code in the kernel and return what it printed on stdout."""
+        msg_id = self.submit(code)
         stdout: list[str] = []
         reply: dict | None = None
         idle = False
