@@ -93,6 +93,11 @@ def cell(url: str, flow: str) -> str:
         return client.execute("import os; print(6*7, os.getuid() != 0)").strip()
 
 
+def cell_output(url: str, code: str) -> str:
+    with ColabClient(url, None, flow="direct") as client:
+        return client.execute(code).strip()
+
+
 @pytest.fixture(scope="module")
 def site(request, moto_server, tmp_path_factory, bookworm_image, ssh_key, _cleanup_leftover_hosts):
     moto_server.reset()
@@ -173,6 +178,35 @@ def sha256(site, path: str) -> str:
 def text(res) -> str:
     """The run's output with the result callback's line wrapping undone."""
     return " ".join(res.stdout.split())
+
+
+def test_proof_says_what_a_notebook_gets_on_a_host_without_gpu(site):
+    out = text(site.first_run)
+    # Asked from a cell, as the notebook user: no driver on the stand-in host, so libcuda is absent.
+    assert "Notebooks: no GPU visible to notebooks: libcuda.so.1 cannot be loaded (" in out, out[-3000:]
+    assert "%pip install iniconfig==" in out and "ok (removed again)" in out, out[-3000:]
+    # Removed again: a new kernel does not find it.
+    assert cell_output(site.url(), "import importlib.util as u; print(u.find_spec('iniconfig') is None)") == "True"
+
+
+def test_required_gpu_that_root_sees_and_notebooks_do_not_fails_the_run(site):
+    # Root's view as the nvidia_gpu role would publish it for a host with one working GPU; what the
+    # kernel sees is asked for real, and the stand-in host has no driver.
+    root_sees_a_gpu = {"nvidia_gpu_required": True, "nvidia_gpu_count": 1, "nvidia_gpu_driver_working": True}
+    res = site.run("playbooks/connect.yml", "-e", json.dumps(root_sees_a_gpu))
+    assert res.returncode != 0, res.stdout[-4000:]
+    out = text(res)
+    assert "TASK [colab_tunnel : Stop when root sees a GPU that notebooks do not]" in out
+    assert (
+        "The host has 1 NVIDIA GPU(s) that root sees, but the notebook kernel (not root) sees none:"
+        " libcuda.so.1 cannot be loaded ("
+    ) in out, out[-4000:]
+    assert "Fix: the driver's user-space library is not visible to the service" in out
+    assert "or set nvidia_gpu_required: false to go on without a GPU in notebooks." in out
+    # Not required: the same host connects and says why notebooks have no GPU.
+    res = site.run("playbooks/connect.yml", "-e", json.dumps(root_sees_a_gpu | {"nvidia_gpu_required": False}))
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert "Notebooks: no GPU visible to notebooks: libcuda.so.1 cannot be loaded (" in text(res)
 
 
 def test_drift_on_the_host_makes_the_roles_run_and_is_repaired(site):

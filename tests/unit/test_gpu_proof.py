@@ -8,19 +8,15 @@ summary wording are checked without a GPU.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from colab_testkit.substrate import load_role_file
 
-CLIENT = Path(__file__).resolve().parents[2] / "roles" / "colab_tunnel" / "module_utils" / "colab_client.py"
-spec = importlib.util.spec_from_file_location("colab_tunnel_colab_client_under_test", CLIENT)
-client = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = client  # dataclasses look their module up
-spec.loader.exec_module(client)
+client = load_role_file("colab_tunnel", "module_utils/colab_client.py")
 
 T4 = 15_655_829_504  # bytes torch reports for a T4 ("15 GiB")
 H200 = 150_754_820_096
