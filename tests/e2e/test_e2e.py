@@ -319,6 +319,35 @@ def test_onprem_example_inventory_configures_and_connects(site, tmp_path):
         )  # fmt: skip
 
 
+def test_busy_kernel_survives_a_converge_that_would_restart_the_runtime(site):
+    def main_pid() -> str:
+        return site.host.exec("systemctl", "show", "-p", "MainPID", "--value", "colab-runtime").stdout.strip()
+
+    pid = main_pid()
+    changed_setting = ("-e", "colab_runtime_cull_idle_timeout=7777")  # a server setting: needs a restart
+    with ColabClient(site.url(), None, flow="direct", timeout=60) as client:
+        client.submit("import time; time.sleep(600)")
+        deadline = time.monotonic() + 30
+        while client.get_kernel()["execution_state"] != "busy":
+            assert time.monotonic() < deadline, "the cell did not start"
+            time.sleep(0.2)
+        res = site.run("site.yml", *changed_setting, "-e", "colab_runtime_busy_kernel_wait=10")
+        assert res.returncode != 0, res.stdout[-4000:]
+        out = text(res)
+        assert f"Not restarting colab-runtime on {HOST} for the changed settings: kernel {client.kernel_id} (python3, busy since " in out, out[-4000:]
+        assert "is still running a cell after 10 s of waiting (colab_runtime_busy_kernel_wait)" in out
+        assert "add -e colab_runtime_busy_kernel_wait=0 to restart now (the running cell is lost)" in out
+        # The cell is still running in the same server, and the restart is pending.
+        assert main_pid() == pid
+        assert client.get_kernel()["execution_state"] == "busy"
+        assert site.host.exec("test", "-f", "/etc/colab-runtime/restart-pending", check=False).returncode == 0
+    # The kernel is gone now (the client deleted it): the next converge takes up the pending restart.
+    res = site.run("site.yml", *changed_setting)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert main_pid() != pid
+    assert site.host.exec("test", "-e", "/etc/colab-runtime/restart-pending", check=False).returncode != 0
+
+
 def test_teardown_leaves_nothing_running(site):
     # Reopen the EC2 host's tunnel (closed for the on-prem run), then take everything down.
     assert site.run("playbooks/connect.yml").returncode == 0
