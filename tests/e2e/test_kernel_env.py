@@ -175,4 +175,3 @@ def test_broken_python_is_replaced_by_a_new_environment(runtime):
     assert installed(imports(runtime, "ipykernel"))
     res = runtime.converge()
     assert play_recap(res.stdout)[runtime.host.name]["changed"] == 0, res.stdout[-4000:]
-
