@@ -77,4 +77,5 @@ def test_local_example_makes_this_machine_the_runtime_without_a_tunnel():
     assert hostvars["colab_runtime_port"] == 8888  # the project's settings reach it too
     # The tunnel role decides "no tunnel" from that connection (its default, rendered here).
     defaults = yaml.safe_load((ROOT / "roles" / "colab_tunnel" / "defaults" / "main.yml").read_text())
-    assert defaults["colab_tunnel_direct"] == "{{ ansible_connection | default('ssh') == 'local' }}"
+    # (From the inventory's hostvars: the role's tasks are delegated to localhost, whose connection is local too.)
+    assert defaults["colab_tunnel_direct"] == "{{ hostvars[inventory_hostname]['ansible_connection'] | default('ssh') == 'local' }}"
