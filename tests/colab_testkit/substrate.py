@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import types
 import urllib.error
@@ -455,6 +456,7 @@ def load_role_file(role: str, relative: str, name: str | None = None) -> types.M
     path = ROOT / "roles" / role / relative
     spec = importlib.util.spec_from_file_location(name or f"{role}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (e.g. in module_utils/colab_client.py) look their module up
     spec.loader.exec_module(module)
     return module
 

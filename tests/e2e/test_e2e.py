@@ -93,6 +93,11 @@ def cell(url: str, flow: str) -> str:
         return client.execute("import os; print(6*7, os.getuid() != 0)").strip()
 
 
+def cell_output(url: str, code: str) -> str:
+    with ColabClient(url, None, flow="direct") as client:
+        return client.execute(code).strip()
+
+
 @pytest.fixture(scope="module")
 def site(request, moto_server, tmp_path_factory, bookworm_image, ssh_key, _cleanup_leftover_hosts):
     moto_server.reset()
@@ -173,6 +178,38 @@ def sha256(site, path: str) -> str:
 def text(res) -> str:
     """The run's output with the result callback's line wrapping undone."""
     return " ".join(res.stdout.split())
+
+
+def test_proof_says_what_a_notebook_gets_on_a_host_without_gpu(site):
+    out = text(site.first_run)
+    # Asked from a cell, as the notebook user: no driver on the stand-in host, so libcuda is absent.
+    assert "Notebooks: no GPU visible to notebooks: libcuda.so.1 cannot be loaded (" in out, out[-3000:]
+    assert "%pip install iniconfig==" in out and "ok (removed again)" in out, out[-3000:]
+    # The first connection's browser prompt, and what to check when Colab cannot connect.
+    assert "Chrome 142+ asks whether colab.research.google.com may reach local services (Local Network Access)" in out
+    assert "Unable to connect" in out and "? Check in this order: 1. the site permission (lock icon" in out
+    # Removed again: a new kernel does not find it.
+    assert cell_output(site.url(), "import importlib.util as u; print(u.find_spec('iniconfig') is None)") == "True"
+
+
+def test_required_gpu_that_root_sees_and_notebooks_do_not_fails_the_run(site):
+    # Root's view as the nvidia_gpu role would publish it for a host with one working GPU; what the
+    # kernel sees is asked for real, and the stand-in host has no driver.
+    root_sees_a_gpu = {"nvidia_gpu_required": True, "nvidia_gpu_count": 1, "nvidia_gpu_driver_working": True}
+    res = site.run("playbooks/connect.yml", "-e", json.dumps(root_sees_a_gpu))
+    assert res.returncode != 0, res.stdout[-4000:]
+    out = text(res)
+    assert "TASK [colab_tunnel : Stop when root sees a GPU that notebooks do not]" in out
+    assert (
+        "The host has 1 NVIDIA GPU(s) that root sees, but the notebook kernel (not root) sees none:"
+        " libcuda.so.1 cannot be loaded ("
+    ) in out, out[-4000:]
+    assert "Fix: the driver's user-space library is not visible to the service" in out
+    assert "or set nvidia_gpu_required: false to go on without a GPU in notebooks." in out
+    # Not required: the same host connects and says why notebooks have no GPU.
+    res = site.run("playbooks/connect.yml", "-e", json.dumps(root_sees_a_gpu | {"nvidia_gpu_required": False}))
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert "Notebooks: no GPU visible to notebooks: libcuda.so.1 cannot be loaded (" in text(res)
 
 
 def test_drift_on_the_host_makes_the_roles_run_and_is_repaired(site):
@@ -280,6 +317,35 @@ def test_onprem_example_inventory_configures_and_connects(site, tmp_path):
             "playbooks/connect.yml", "-e", "colab_tunnel_state=stopped",
             inventory=["inventory/examples/onprem.yml", str(mapping)],
         )  # fmt: skip
+
+
+def test_busy_kernel_survives_a_converge_that_would_restart_the_runtime(site):
+    def main_pid() -> str:
+        return site.host.exec("systemctl", "show", "-p", "MainPID", "--value", "colab-runtime").stdout.strip()
+
+    pid = main_pid()
+    changed_setting = ("-e", "colab_runtime_cull_idle_timeout=7777")  # a server setting: needs a restart
+    with ColabClient(site.url(), None, flow="direct", timeout=60) as client:
+        client.submit("import time; time.sleep(600)")
+        deadline = time.monotonic() + 30
+        while client.get_kernel()["execution_state"] != "busy":
+            assert time.monotonic() < deadline, "the cell did not start"
+            time.sleep(0.2)
+        res = site.run("site.yml", *changed_setting, "-e", "colab_runtime_busy_kernel_wait=10")
+        assert res.returncode != 0, res.stdout[-4000:]
+        out = text(res)
+        assert f"Not restarting colab-runtime on {HOST} for the changed settings: kernel {client.kernel_id} (python3, busy since " in out, out[-4000:]
+        assert "is still running a cell after 10 s of waiting (colab_runtime_busy_kernel_wait)" in out
+        assert "add -e colab_runtime_busy_kernel_wait=0 to restart now (the running cell is lost)" in out
+        # The cell is still running in the same server, and the restart is pending.
+        assert main_pid() == pid
+        assert client.get_kernel()["execution_state"] == "busy"
+        assert site.host.exec("test", "-f", "/etc/colab-runtime/restart-pending", check=False).returncode == 0
+    # The kernel is gone now (the client deleted it): the next converge takes up the pending restart.
+    res = site.run("site.yml", *changed_setting)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert main_pid() != pid
+    assert site.host.exec("test", "-e", "/etc/colab-runtime/restart-pending", check=False).returncode != 0
 
 
 def test_teardown_leaves_nothing_running(site):

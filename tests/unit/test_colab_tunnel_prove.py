@@ -41,3 +41,39 @@ def test_proof_action_imports_the_client_from_module_utils(tmp_path):
     assert "No module named" not in res.stdout, res.stdout[-3000:]
     # One verdict line per flow, from colab_client.check_flows.
     assert "direct: FAILED" in res.stdout and "http_over_ws: FAILED" in res.stdout, res.stdout[-3000:]
+
+
+def test_local_runtime_is_proved_on_localhost_without_a_tunnel(tmp_path):
+    """inventory/examples/local.yml: no SSH configuration, no supervisor; the proof goes to localhost:<port>."""
+    import http.server
+    import threading
+
+    from colab_testkit.substrate import ROOT
+
+    port = free_port()
+    # Stands in for the Jupyter on this machine: it answers, but starts no kernel (HTTP 501 to POST).
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token_file = tmp_path / "token"
+    token_file.write_text("0123456789abcdef0123456789abcdef\n")
+    state = tmp_path / "state"
+    variables = {
+        "colab_runtime_port": port,
+        "colab_tunnel_prove_flows": ["direct"],
+        "colab_tunnel_state_dir": str(state),
+        "colab_tunnel_token_file": str(token_file),
+        "ansible_become": False,  # the example uses sudo for the token; this test runs as the token's owner
+    }
+    try:
+        res = ansible_playbook(
+            "-i", str(ROOT / "inventory" / "examples" / "local.yml"), "playbooks/connect.yml", "-e", json.dumps(variables),
+            timeout=180,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert res.returncode != 0, res.stdout[-3000:]
+    # The cell was tried on the server at localhost:<port> itself.
+    assert "direct: FAILED: starting a kernel failed: HTTP 501" in res.stdout, res.stdout[-3000:]
+    assert "TASK [colab_tunnel : Run the tunnel under the chosen supervisor]" not in res.stdout
+    assert not (state / "ssh_config").exists()
+    assert not list(state.glob("*-tunnel.pid"))

@@ -57,3 +57,25 @@ def test_onprem_example_puts_host_in_group_with_project_settings():
     # The project's one settings file reaches hosts of this inventory too.
     assert hostvars["colab_runtime_port"] == 8888
     assert hostvars["ansible_user"] == "ubuntu"
+
+
+def test_local_example_makes_this_machine_the_runtime_without_a_tunnel():
+    env = ansible_env()
+    example = str(EXAMPLES / "local.yml")
+    graph = subprocess.run(
+        [tool("ansible-inventory"), "-i", example, "--graph"], capture_output=True, text=True, check=True, env=env, cwd=ROOT
+    ).stdout
+    assert "@colab_gpu_hosts:" in graph and "this-workstation" in graph
+    hostvars = json.loads(
+        subprocess.run(
+            [tool("ansible-inventory"), "-i", example, "--host", "this-workstation"],
+            capture_output=True, text=True, check=True, env=env, cwd=ROOT,
+        ).stdout  # fmt: skip
+    )
+    assert hostvars["ansible_connection"] == "local"
+    assert hostvars["idle_stop_enabled"] is False  # a workstation is never powered off when idle
+    assert hostvars["colab_runtime_port"] == 8888  # the project's settings reach it too
+    # The tunnel role decides "no tunnel" from that connection (its default, rendered here).
+    defaults = yaml.safe_load((ROOT / "roles" / "colab_tunnel" / "defaults" / "main.yml").read_text())
+    # (From the inventory's hostvars: the role's tasks are delegated to localhost, whose connection is local too.)
+    assert defaults["colab_tunnel_direct"] == "{{ hostvars[inventory_hostname]['ansible_connection'] | default('ssh') == 'local' }}"

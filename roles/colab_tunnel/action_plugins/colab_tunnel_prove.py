@@ -26,6 +26,12 @@ ARGUMENT_SPEC = dict(
     code=dict(type="str", default="print(6*7)"),
     expect=dict(type="str"),
     origin=dict(type="str", default="https://colab.research.google.com"),
+    gpu=dict(type="bool", default=False),
+    pip_package=dict(type="str", default=""),
+    gpu_required=dict(type="bool", default=False),
+    root_gpus=dict(type="int"),
+    service=dict(type="str", default="colab-runtime"),
+    gpu_timeout=dict(type="int", default=300),
 )
 
 
@@ -63,7 +69,10 @@ class ActionModule(ActionBase):
         if unknown or not p["flows"]:
             raise AnsibleActionFail(f"flows {p['flows']} must name one or more of {', '.join(client.FLOWS)}")
         url = f"{p['url'].rstrip('/')}/?{urllib.parse.urlencode({'token': p['token']})}"
-        checks = client.check_flows(url, tuple(p["flows"]), p["code"], p["expect"], p["origin"])
+        followup = client.gpu_proof_code(p["pip_package"]) if p["gpu"] else None
+        checks, followed = client.prove_flows(
+            url, tuple(p["flows"]), p["code"], p["expect"], p["origin"], followup, p["gpu_timeout"]
+        )  # fmt: skip
         lines = [line for _, line in checks]
         result.update(
             changed=False,
@@ -73,4 +82,15 @@ class ActionModule(ActionBase):
         )
         if not all(ok for ok, _ in checks):
             result.update(failed=True, msg="; ".join(lines))
+        elif followed is not None:
+            try:
+                proof = client.parse_gpu_proof(followed)
+            except ValueError as err:
+                proof = {"gpus": [], "reason": f"the proof cell failed: {err}", "pip": ""}
+            result.update(
+                gpu=proof,
+                gpu_summary=client.gpu_summary(proof),
+                pip=proof.get("pip") or ("not checked" if not p["pip_package"] else "the proof cell did not get to pip"),
+                gpu_failure=client.gpu_verdict(proof, p["root_gpus"], p["gpu_required"], p["service"]),
+            )
         return result

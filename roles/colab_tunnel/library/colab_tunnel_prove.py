@@ -17,6 +17,10 @@ description:
   - When the first flow fails, each other flow is checked on a kernel of its own, so that every
     flow gets its own verdict.
   - Fails unless every flow printed O(expect). The kernel is deleted afterwards.
+  - With O(gpu), one more cell runs on that kernel once every flow passed, reporting the GPUs the kernel sees
+    (torch when importable, else libcuda through ctypes), a small device computation when torch sees
+    one, and a C(%pip install) of O(pip_package), removed again. Its verdict is returned, not failed
+    on; RV(gpu_failure) says whether the caller should stop.
   - Runs on the controller; the token is never logged.
 options:
   url:
@@ -43,6 +47,29 @@ options:
     description: The Origin header each request carries, as Colab's page sends it.
     type: str
     default: https://colab.research.google.com
+  gpu:
+    description: Run the GPU and pip proof cell after the flows passed.
+    type: bool
+    default: false
+  pip_package:
+    description: Package the proof cell installs with C(%pip install) and removes again; empty skips pip.
+    type: str
+    default: ""
+  gpu_required:
+    description: Set RV(gpu_failure) when root sees a GPU (O(root_gpus) > 0) that the kernel does not.
+    type: bool
+    default: false
+  root_gpus:
+    description: GPUs root saw with a working driver; unset when the run did not check the host.
+    type: int
+  service:
+    description: The runtime's systemd service, named in the fix.
+    type: str
+    default: colab-runtime
+  gpu_timeout:
+    description: Seconds the proof cell may take (importing torch and a pip install).
+    type: int
+    default: 300
 extends_documentation_fragment:
   - action_common_attributes
   - action_common_attributes.flow
@@ -87,6 +114,22 @@ stdout_lines:
   type: list
   elements: str
   returned: always
+gpu:
+  description: What the kernel saw (gpus with name and memory, cuda, framework, compute, reason, pip).
+  type: dict
+  returned: when O(gpu) and every flow passed
+gpu_summary:
+  description: "C(GPU in notebooks: 1x NVIDIA T4 15 GiB, CUDA 13.0, torch 2.11.0) or C(no GPU visible to notebooks: <reason>)."
+  type: str
+  returned: when O(gpu) and every flow passed
+pip:
+  description: What the C(%pip install) check found.
+  type: str
+  returned: when O(gpu) and every flow passed
+gpu_failure:
+  description: Empty, or why the run must stop (root sees a GPU the kernel does not) and the fix.
+  type: str
+  returned: when O(gpu) and every flow passed
 ok_flows:
   description: The flows that printed what was expected.
   type: list

@@ -306,15 +306,19 @@ class ColabClient:
                 return msg
         raise ColabProtocolError(f"no {reply_type} within {self.timeout}s")
 
-    def execute(self, code: str) -> str:
-        """Run code in the kernel and return what it printed on stdout."""
+    def submit(self, code: str) -> str:
+        """Send code to the kernel without waiting for it (a long cell); returns the request's id."""
         if self._channel is None:
             raise ColabProtocolError("no kernel channel open")
-        msg_id = self._send(
+        return self._send(
             "execute_request",
             {"code": code, "silent": False, "store_history": False, "user_expressions": {},
              "allow_stdin": False, "stop_on_error": True},
         )  # fmt: skip
+
+    def execute(self, code: str) -> str:
+        """Run code in the kernel and return what it printed on stdout."""
+        msg_id = self.submit(code)
         stdout: list[str] = []
         reply: dict | None = None
         idle = False
@@ -374,21 +378,31 @@ def check_flow(
 
 
 def check_flows(url: str, flows: tuple[str, ...], code: str, expect: str | None, origin: str = COLAB_ORIGIN) -> list[tuple[bool, str]]:
-    """(ok, report line) per flow, with one kernel for all of them.
+    """(ok, report line) per flow, with one kernel for all of them (see prove_flows)."""
+    return prove_flows(url, flows, code, expect, origin)[0]
+
+
+def prove_flows(
+    url: str, flows: tuple[str, ...], code: str, expect: str | None, origin: str = COLAB_ORIGIN,
+    followup: str | None = None, followup_timeout: float = 300.0,
+) -> tuple[list[tuple[bool, str]], str | None]:
+    """((ok, report line) per flow, what followup printed), with one kernel for all of them.
 
     Starting a kernel is most of what a check costs, so the first flow starts one and every flow
     then reaches it through its own channel (the others after their own REST call) and runs the
     cell there, all at the same time: over a real network each flow's round trips would otherwise
-    add up one after another. When the kernel cannot be started, each other flow is checked on its
-    own kernel, so that every flow still gets its own verdict.
-    """
+    add up one after another. When every flow passed, followup (a further cell, e.g. the GPU proof)
+    runs once more on that kernel; its output is None when it did not run. When the kernel cannot
+    be started, each other flow is checked on its own kernel, so that every flow still gets its own
+    verdict.
+    """  # fmt: skip
     first = ColabClient(url, None, flow=flows[0], origin=origin)
     try:
         first.start_kernel()
     except ERRORS as err:
         first.close()
         failed = (False, f"{flows[0]}: FAILED: {err}")
-        return [failed] + [check_flow(url, flow, code, expect, origin) for flow in flows[1:]]
+        return [failed] + [check_flow(url, flow, code, expect, origin) for flow in flows[1:]], None
 
     def first_flow() -> tuple[bool, str]:
         try:
@@ -401,9 +415,177 @@ def check_flows(url: str, flows: tuple[str, ...], code: str, expect: str | None,
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(flows)) as pool:
             running = [pool.submit(first_flow)]
             running += [pool.submit(check_flow, url, flow, code, expect, origin, 0, first.kernel_id) for flow in flows[1:]]
-            return [job.result() for job in running]
+            results = [job.result() for job in running]
+        followed = None
+        if followup is not None and all(ok for ok, _ in results):
+            first.timeout = followup_timeout
+            try:
+                followed = first.execute(followup)
+            except ERRORS as err:
+                followed = f"{type(err).__name__}: {err}"
+        return results, followed
     finally:
         first.close()  # deletes the kernel once every flow is done with it
+
+
+# ---------------------------------------------------------------------- GPU and pip proof
+# One cell, run as the notebook user in the kernel the 42 proof used (one more round trip, not
+# one per check): which GPUs the kernel sees (torch when importable, else libcuda through
+# ctypes), a small computation on the device when torch sees one, then a %pip install of a tiny
+# package into the kernel environment and its removal. pip prints into the cell, so the verdict
+# is the last line that starts with GPU_PROOF_MARKER (one JSON object).
+GPU_PROOF_MARKER = "COLAB_GPU_PROOF "
+GPU_PROOF_CODE = r'''
+def __colab_gpu_proof(pip_package):
+    import ctypes, importlib, importlib.metadata as metadata, json, sys
+    out = {"python": sys.version.split()[0], "gpus": [], "cuda": "", "framework": "", "compute": "", "reason": "", "pip": ""}
+
+    def libcuda():
+        try:
+            cuda = ctypes.CDLL("libcuda.so.1")
+        except OSError as err:
+            return f"libcuda.so.1 cannot be loaded ({err}): no NVIDIA driver is visible to the kernel"
+        version = ctypes.c_int(0)
+        if cuda.cuDriverGetVersion(ctypes.byref(version)) == 0 and version.value:
+            out["cuda"] = f"{version.value // 1000}.{version.value % 1000 // 10}"
+        rc = cuda.cuInit(0)
+        if rc:
+            name = ctypes.c_char_p()
+            cuda.cuGetErrorName(rc, ctypes.byref(name))
+            return f"cuInit failed with {(name.value or b'CUDA error').decode()} ({rc})"
+        count = ctypes.c_int(0)
+        cuda.cuDeviceGetCount(ctypes.byref(count))
+        for index in range(count.value):
+            device, memory, name = ctypes.c_int(0), ctypes.c_size_t(0), ctypes.create_string_buffer(256)
+            cuda.cuDeviceGet(ctypes.byref(device), index)
+            cuda.cuDeviceGetName(name, 256, device)
+            cuda.cuDeviceTotalMem_v2(ctypes.byref(memory), device)
+            out["gpus"].append({"name": name.value.decode(), "memory": memory.value})
+        return "" if count.value else "libcuda found no CUDA device"
+
+    try:
+        import torch
+    except Exception:
+        torch = None
+    if torch is not None:
+        out["framework"] = "torch " + torch.__version__.split("+")[0]
+        if torch.cuda.is_available():
+            out["cuda"] = torch.version.cuda or out["cuda"]
+            for index in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(index)
+                out["gpus"].append({"name": props.name, "memory": props.total_memory})
+            try:
+                x = torch.arange(1024, device="cuda", dtype=torch.float32)
+                total = float((x * 2).sum().item())
+                out["compute"] = "ok" if total == 1023 * 1024 else f"wrong result {total}"
+            except Exception as err:
+                out["compute"] = f"failed: {type(err).__name__}: {err}"
+        else:
+            built = torch.version.cuda
+            why = libcuda()
+            out["gpus"] = []
+            out["reason"] = "torch.cuda.is_available() is False" + (
+                f" (torch built for CUDA {built}; the driver offers CUDA {out['cuda']})" if built and out["cuda"] else
+                " (a CPU-only torch build)" if not built else "") + (f"; {why}" if why else "")
+    else:
+        out["reason"] = libcuda()
+
+    if pip_package:
+        ip = get_ipython()
+        try:
+            before = metadata.version(pip_package)
+        except metadata.PackageNotFoundError:
+            before = None
+        spec = f"--force-reinstall --no-deps {pip_package}=={before}" if before else pip_package
+        ip.run_line_magic("pip", f"install -q --disable-pip-version-check {spec}")
+        importlib.invalidate_caches()
+        try:
+            installed = metadata.version(pip_package)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or ip.user_ns.get("_exit_code", 0):
+            out["pip"] = f"%pip install {pip_package} failed (exit code {ip.user_ns.get('_exit_code')})"
+        elif before:
+            out["pip"] = f"%pip install {pip_package}=={installed} ok (already installed by you: kept)"
+        else:
+            ip.run_line_magic("pip", f"uninstall -q -y {pip_package}")
+            importlib.invalidate_caches()
+            try:
+                metadata.version(pip_package)
+                out["pip"] = f"%pip install {pip_package}=={installed} ok, but %pip uninstall did not remove it"
+            except metadata.PackageNotFoundError:
+                out["pip"] = f"%pip install {pip_package}=={installed} ok (removed again)"
+    print("\n" + MARKER + json.dumps(out))
+
+__colab_gpu_proof(PIP_PACKAGE)
+del __colab_gpu_proof
+'''
+
+
+def gpu_proof_code(pip_package: str = "") -> str:
+    """The proof cell for pip_package (empty: no pip check)."""
+    return GPU_PROOF_CODE.replace("MARKER", repr(GPU_PROOF_MARKER)).replace("PIP_PACKAGE", repr(pip_package))
+
+
+def parse_gpu_proof(output: str) -> dict:
+    """The proof cell's verdict from what it printed (pip's own lines come before it)."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(GPU_PROOF_MARKER):
+            return json.loads(line[len(GPU_PROOF_MARKER):])
+    raise ValueError(f"the GPU proof cell printed no verdict line: {output[-300:]!r}")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.0f} GiB"
+
+
+def gpu_summary(proof: dict) -> str:
+    """One line: ``GPU in notebooks: 1x NVIDIA T4 15 GiB, CUDA 13.0, torch 2.11.0`` or the reason there is none."""
+    gpus = proof.get("gpus") or []
+    if not gpus:
+        return f"no GPU visible to notebooks: {proof.get('reason') or 'the kernel found no CUDA device'}"
+    kinds: dict[tuple[str, str], int] = {}
+    for gpu in gpus:
+        key = (gpu["name"], _gib(gpu["memory"]))
+        kinds[key] = kinds.get(key, 0) + 1
+    parts = [", ".join(f"{n}x {name} {mem}" for (name, mem), n in kinds.items())]
+    if proof.get("cuda"):
+        parts.append(f"CUDA {proof['cuda']}")
+    parts.append(proof.get("framework") or "no framework in the kernel (libcuda only)")
+    line = "GPU in notebooks: " + ", ".join(parts)
+    if proof.get("compute") and proof["compute"] != "ok":
+        line += f"; device computation {proof['compute']}"
+    return line
+
+
+def gpu_verdict(proof: dict, root_gpus: int | None, required: bool, service: str = "colab-runtime") -> str:
+    """Empty when the run may go on, else the failure message (reason and fix).
+
+    It fails only when a GPU is required, root sees one (root_gpus > 0; None when the run did not
+    check the host) and the kernel sees none, or its device computation failed.
+    """
+    if not required or not root_gpus:
+        return ""
+    seen = len(proof.get("gpus") or [])
+    compute = proof.get("compute") or "ok"
+    if seen and compute == "ok":
+        return ""
+    reason = proof.get("reason") or "the kernel found no CUDA device"
+    if seen:
+        problem = f"the notebook kernel sees {seen} GPU(s) but a computation on it {compute}"
+    else:
+        problem = f"the notebook kernel (not root) sees none: {reason}"
+    if "torch built for CUDA" in reason or "CPU-only torch" in reason:
+        fix = ("run site.yml again so the kernel gets the torch build the driver supports"
+               " (the colab_runtime role picks it from the driver version)")
+    elif "libcuda.so.1 cannot be loaded" in reason:
+        fix = ("the driver's user-space library is not visible to the service: check that"
+               " 'ldconfig -p | grep libcuda' on the host lists it, then run site.yml again")
+    else:
+        fix = (f"the GPU device nodes are missing or not readable by the service: run 'sudo systemctl restart {service}'"
+               " on the host (its start creates /dev/nvidia-uvm*), then check 'ls -l /dev/nvidia*'")
+    return (f"The host has {root_gpus} NVIDIA GPU(s) that root sees, but {problem}. Fix: {fix};"
+            " or set nvidia_gpu_required: false to go on without a GPU in notebooks.")
 
 
 def main(argv: list[str] | None = None) -> int:
