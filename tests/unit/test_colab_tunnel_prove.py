@@ -29,7 +29,7 @@ def test_proof_action_imports_the_client_from_module_utils(tmp_path):
     playbook.write_text(PLAY)
     variables = {
         "colab_tunnel_local_port": free_port(),
-        "_colab_tunnel_token": "not-a-token",
+        "__colab_tunnel_kept_token": "not-a-token",
         "colab_tunnel_prove_flows": ["direct", "http_over_ws"],
     }
     res = ansible_playbook(

@@ -21,14 +21,14 @@ LONG_DIR = "My Projects/" + "colab-gpu-runtime-checkout-with-a-long-name" * 3
 
 
 COMMON = {
-    "_colab_tunnel_hostname": "203.0.113.10",
-    "_colab_tunnel_port": 22,
-    "_colab_tunnel_user": "ubuntu",
-    "_colab_tunnel_key": "/home/u/.ssh/colab",
-    "_colab_tunnel_launchd_label": "com.colab-gpu-runtime.colab-gpu1",
+    "__colab_tunnel_hostname": "203.0.113.10",
+    "__colab_tunnel_port": 22,
+    "__colab_tunnel_user": "ubuntu",
+    "__colab_tunnel_key": "/home/u/.ssh/colab",
+    "__colab_tunnel_launchd_label": "com.colab-gpu-runtime.colab-gpu1",
     "colab_tunnel_state_dir": "/Users/u/colab-gpu-runtime/.colab",
-    "_colab_tunnel_control_dir": "/tmp/colab-gpu-runtime-501",
-    "_colab_tunnel_host_key_alias": "i-0123456789abcdef0",
+    "__colab_tunnel_control_dir": "/tmp/colab-gpu-runtime-501",
+    "__colab_tunnel_host_key_alias": "i-0123456789abcdef0",
 }
 
 
@@ -77,7 +77,7 @@ def rendered(tmp_path_factory) -> dict[str, str]:
         "plist": ("colab-tunnel.plist.j2", COMMON),
         "plist_spaced": (
             "colab-tunnel.plist.j2",
-            {**COMMON, "colab_tunnel_state_dir": f"/Users/u/{LONG_DIR}/.colab", "_colab_tunnel_control_dir": str(spaced_control)},
+            {**COMMON, "colab_tunnel_state_dir": f"/Users/u/{LONG_DIR}/.colab", "__colab_tunnel_control_dir": str(spaced_control)},
         ),
         "unit": ("colab-tunnel.service.j2", COMMON),
         "ssh_config": ("ssh_config.j2", COMMON),
@@ -86,14 +86,14 @@ def rendered(tmp_path_factory) -> dict[str, str]:
             {
                 **COMMON,
                 "colab_tunnel_ssm": True,
-                "_colab_tunnel_hostname": "i-0123456789abcdef0",
+                "__colab_tunnel_hostname": "i-0123456789abcdef0",
                 "colab_tunnel_ssm_region": "us-east-2",
                 "colab_tunnel_ssm_profile": "work",
             },
         ),
         "ssh_config_spaced": (
             "ssh_config.j2",
-            {**COMMON, "colab_tunnel_state_dir": SPACED_STATE, "_colab_tunnel_key": f"{SPACED_STATE}/id ed25519"},
+            {**COMMON, "colab_tunnel_state_dir": SPACED_STATE, "__colab_tunnel_key": f"{SPACED_STATE}/id ed25519"},
         ),
     }
     return {**render_all(work, cases), "spaced_control": str(spaced_control)}

@@ -301,3 +301,33 @@ def test_tunnel_and_idle_stop_read_the_token_where_the_runtime_keeps_it(tmp_path
     assert result.returncode == 0, result.stdout + result.stderr
     shown = dict(re.findall(r"TOKEN_PATHS (\w+)=(\S+?)\"?$", result.stdout, re.M))
     assert shown == {name: f"{path},{path}" for name, (_, path) in cases.items()}, result.stdout
+
+
+# --- one convention for internals ------------------------------------------------------------------
+
+SINGLE_UNDERSCORE = re.compile(rf"(?<![\w&*])_({NAME})")
+
+
+def role_outputs(role: str) -> set[str]:
+    """What a role's README documents by name (its "Facts it sets" and the like)."""
+    readme = ROOT / "roles" / role / "README.md"
+    return set(re.findall(rf"`({re.escape(role)}_[A-Za-z0-9_]+)`", readme.read_text())) if readme.is_file() else set()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_internal_names_are_double_underscored(role):
+    """`__<role>_` for what is internal, `<role>_` for what users set or read: a fact a role sets
+    under its public prefix without declaring or documenting it looks like a setting (and is
+    hashed by converge_state's digest as one)."""
+    found: set[str] = set()
+    for tasks in role_files(f"{role}/tasks/**/*.yml", f"{role}/handlers/**/*.yml"):
+        for doc in load_all(tasks):
+            _task_names(doc, found)
+    public = {n for n in found if n.startswith(f"{role}_")}
+    undocumented = public - DECLARED - role_outputs(role) - PLUGINS - {f"{role}_managed"}
+    assert not undocumented, (
+        f"roles/{role} sets {', '.join(sorted(undocumented))} under its public prefix: name internals "
+        f"__{role}_..., or document an output in roles/{role}/README.md"
+    )
+    single = sorted({m for f in role_files(f"{role}/**/*.yml", f"{role}/**/*.j2", f"{role}/**/*.py") for m in SINGLE_UNDERSCORE.findall(f.read_text())})
+    assert not single, f"roles/{role} names _{', _'.join(single)}: internals are __{role}_..."
