@@ -600,6 +600,47 @@ def test_bad_resize_is_refused_before_anything_changes(moto, tmp_path, ssh_key, 
     assert len(instances(client)) == 1
 
 
+# --------------------------------------------------------------------------- status view
+def status(server, **variables):
+    return run_playbook(ROOT / "playbooks" / "status.yml", ansible_env(server), {"ec2_gpu_host_region": REGION, **variables})
+
+
+def status_row(proc, name: str) -> list[str]:
+    """The table row of runtime `name`, split into its columns."""
+    ok(proc)
+    lines = [line for line in output(proc).splitlines() if line.strip().startswith(f"- {name} ")]
+    assert len(lines) == 1, output(proc)[-4000:]
+    return re.split(r"\s{2,}", lines[0].strip()[2:].strip())
+
+
+def test_status_lists_absent_running_and_stopped_runtimes(moto, tmp_path, ssh_key):
+    proc = status(moto)
+    ok(proc)
+    assert f"No runtimes for {OWNER} in {REGION}." in output(proc)
+
+    inst = launched(moto, tmp_path, ssh_key)
+    client = ec2(moto)
+    # A data volume attached beside the root volume.
+    volume = client.create_volume(AvailabilityZone=inst["Placement"]["AvailabilityZone"], Size=50)["VolumeId"]
+    client.attach_volume(VolumeId=volume, InstanceId=inst["InstanceId"], Device="/dev/sdf")
+    proc = status(moto)
+    row = status_row(proc, NAME)
+    assert row[:5] == [NAME, "running", "g4dn.xlarge", "1x NVIDIA T4 16 GiB", FIRST_ZONE], row
+    assert re.fullmatch(r"[0-9]+m", row[5]), row
+    assert row[6] == f"{on_demand_price('g4dn.xlarge'):.4f}" and row[7].startswith("$"), row
+    assert row[8:11] == ["-", "-", "down"], row
+    assert row[11].startswith(f"{volume} (/dev/sdf)"), row
+    assert f"1 runtime(s) for {OWNER} in {REGION}, 1 running" in output(proc)
+    assert "add -e ec2_gpu_host_status_ssh=true" in " ".join(output(proc).split())
+    # Read-only, and no SSH unless asked.
+    assert play_recap(proc.stdout)["localhost"]["changed"] == 0
+    assert "Read the idle auto-stop status" not in output(proc)
+
+    client.stop_instances(InstanceIds=[inst["InstanceId"]])
+    row = status_row(status(moto), NAME)
+    assert row[:3] == [NAME, "stopped", "g4dn.xlarge"] and row[5] == "-" and row[7] == "-", row
+
+
 # --------------------------------------------------------------------------- bad input
 BAD_INPUT = {
     "invalid CIDR": (

@@ -289,26 +289,19 @@ def _table(header, rows):
     return ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + rows]
 
 
-def ec2_gpu_host_status_table(instances, type_info, prices, volumes, tunnels, idle, now, owner, region, tag_market):
+def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, owner, region, tag_market):
     """The owner's runtimes as {"rows": [...], "lines": [...]}: one dict and one table line each.
 
     `instances` come from ec2_instance_info, `type_info` from ec2_gpu_host_instance_type_info
-    (gpus, spot_prices), `prices` is the region's on-demand table (type -> $/h), `volumes` from
-    ec2_vol_info (the owner's tagged volumes), `tunnels` maps a runtime name to the colab_tunnel
+    (gpus, spot_prices), `prices` is the region's on-demand table (type -> $/h), `tunnels` maps a runtime name to the colab_tunnel
     status (running, healthy, url, url_file), `idle` a name to its idle auto-stop status text
-    (absent: not read), `now` is epoch seconds. Several runtimes are listed by name.
+    (absent: not read), `now` is epoch seconds. Several runtimes are listed by name. Data
+    volumes are the EBS volumes attached beside the root volume (from the instance description).
     """
     instances = sorted(instances or [], key=lambda i: ((i.get("tags") or {}).get("Name") or "", i.get("instance_id") or ""))
     if not instances:
         text = "No runtimes for %s in %s." % (owner, region)
         return {"rows": [], "lines": [text]}
-    by_instance, loose = {}, []
-    for volume in volumes or []:
-        attached = [a for a in volume.get("attachment_set") or [] if a.get("instance_id")]
-        if not attached:
-            loose.append(volume)
-        for attachment in attached:
-            by_instance.setdefault(attachment["instance_id"], []).append((attachment.get("device") or "", volume))
     rows = []
     for inst in instances:
         tags = inst.get("tags") or {}
@@ -337,9 +330,9 @@ def ec2_gpu_host_status_table(instances, type_info, prices, volumes, tunnels, id
             idle_text = stop_text = "-"
         root = inst.get("root_device_name") or ""
         data = [
-            "%s %s GiB" % (vol.get("id"), vol.get("size"))
-            for device, vol in sorted(by_instance.get(inst.get("instance_id"), []), key=lambda dv: dv[0])
-            if device != root
+            "%s (%s)" % (m["ebs"]["volume_id"], m.get("device_name") or "")
+            for m in inst.get("block_device_mappings") or []
+            if (m.get("ebs") or {}).get("volume_id") and m.get("device_name") != root
         ]
         rows.append({
             "name": name,
@@ -358,7 +351,7 @@ def ec2_gpu_host_status_table(instances, type_info, prices, volumes, tunnels, id
             "url_file": tunnel.get("url_file") or "",
             "data_volumes": data,
         })
-    header = ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SINCE START", "IDLE", "AUTO-STOP", "TUNNEL", "DATA VOLUME"]
+    header = ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE", "AUTO-STOP", "TUNNEL", "DATA VOLUME"]
     cells = [
         [
             r["name"], r["state"], r["instance_type"] + (" (spot)" if r["market"] == "spot" else ""), r["gpu"], r["zone"],
@@ -377,9 +370,6 @@ def ec2_gpu_host_status_table(instances, type_info, prices, volumes, tunnels, id
     for r in rows:
         if r["url_file"] and r["tunnel"].startswith("up"):
             lines.append("%s: the URL with its token is in %s" % (r["name"], r["url_file"]))
-    for volume in loose:
-        lines.append("Volume %s (%s GiB, %s, %s) is attached to no runtime." % (
-            volume.get("id"), volume.get("size"), volume.get("zone"), (volume.get("tags") or {}).get("Name") or "no Name tag"))
     return {"rows": rows, "lines": lines}
 
 
