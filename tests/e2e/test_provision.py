@@ -515,7 +515,7 @@ def test_new_first_type_resizes_the_instance_in_place(moto, tmp_path, ssh_key, s
     assert after["State"]["Name"] == "running", "the run leaves it running, whatever it was before"
     assert volume_ids(after) == volume_ids(before), "the disk is kept"
     assert tags(after)[REQUESTED_TAG] == "g5.xlarge"
-    assert "TASK [ec2_gpu_host : Stop, change the type to g5.xlarge, start]" in output(proc)
+    assert "TASK [ec2_gpu_host : Stop, change the type and start: g5.xlarge]" in output(proc)
     summary = facts["facts"]["summary"]
     assert facts["facts"]["instance_type"] == "g5.xlarge"
     assert (
@@ -549,7 +549,7 @@ def test_launch_that_fell_back_is_not_resized_back(moto, tmp_path, ssh_key):
     ok(proc)
     after = described(ec2(moto), inst["InstanceId"])
     assert (after["InstanceType"], after["State"]["Name"]) == ("g5.xlarge", "running")
-    assert "Stop, change the type" not in output(proc)
+    assert "Stop, change the type and start" not in output(proc)
 
 
 BAD_RESIZE = {
