@@ -89,6 +89,10 @@ demo: venv images ## site.yml against an emulated EC2 API and a local podman "GP
 demo-down: venv ## Remove everything `make demo` started
 	$(BIN)/python scripts/demo.py down
 
+.PHONY: status
+status: venv ## The owner's runtimes: state, type, GPU, cost, tunnel (STATUS_ARGS="-e ec2_gpu_host_status_ssh=true": idle)
+	$(BIN)/ansible-playbook playbooks/status.yml $(STATUS_ARGS)
+
 .PHONY: bench
 bench: venv images ## Benchmarks: converge vs the seed recipe, no-op re-run, Colab cell round-trips
 	@scripts/ensure-system-deps.sh chromium

@@ -223,6 +223,7 @@ class TestLifecycle:
             "colab-gpu-runtime:access": "ssh",
             "colab-gpu-runtime:market": "spot",
             "colab-gpu-runtime:created-by": "arn:aws:sts::123456789012:user/moto",
+            "colab-gpu-runtime:requested-type": "g4dn.xlarge",
         }
         assert inst["MetadataOptions"]["HttpTokens"] == "required"
         assert inst["MetadataOptions"]["HttpEndpoint"] == "enabled"
@@ -469,6 +470,176 @@ def test_unrecoverable_launch_error_stops_without_trying_further(moto, tmp_path,
     assert f"Launching on-demand g4dn.xlarge in {FIRST_ZONE} failed" in output(proc)
     assert len(read_calls(call_log)) == 1
     assert leftovers(ec2(moto))["instances"] == []
+
+
+# --------------------------------------------------------------------------- resize in place
+REQUESTED_TAG = "colab-gpu-runtime:requested-type"
+
+
+def described(client, instance_id: str) -> dict:
+    return client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+
+
+def volume_ids(instance: dict) -> list[str]:
+    return sorted(m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"])
+
+
+def on_demand_price(itype: str) -> float:
+    prices = yaml.safe_load((ROOT / "roles" / "ec2_gpu_host" / "vars" / "prices.yml").read_text())
+    return prices["ec2_gpu_host_prices_on_demand"][REGION][itype]
+
+
+def launched(server, tmp: Path, ssh_key: Path, **overrides) -> dict:
+    """Provision the runtime (g4dn.xlarge first) and return its EC2 description."""
+    proc, _ = provision(server, tmp, ec2_gpu_host_ssh_private_key_file=str(ssh_key), **overrides)
+    ok(proc)
+    [inst] = instances(ec2(server))
+    assert inst["InstanceType"] == "g4dn.xlarge" and tags(inst)[REQUESTED_TAG] == "g4dn.xlarge"
+    return inst
+
+
+@pytest.mark.parametrize("stopped_first", [False, True], ids=["running", "stopped"])
+def test_new_first_type_resizes_the_instance_in_place(moto, tmp_path, ssh_key, stopped_first):
+    client = ec2(moto)
+    before = launched(moto, tmp_path, ssh_key)
+    if stopped_first:
+        client.stop_instances(InstanceIds=[before["InstanceId"]])
+    proc, facts = provision(
+        moto, tmp_path, ec2_gpu_host_ssh_private_key_file=str(ssh_key),
+        ec2_gpu_host_instance_types=["g5.xlarge", "g4dn.xlarge"],
+    )  # fmt: skip
+    ok(proc)
+    [after] = instances(client)
+    assert after["InstanceId"] == before["InstanceId"], "the same instance, not a replacement"
+    assert after["InstanceType"] == "g5.xlarge"
+    assert after["State"]["Name"] == "running", "the run leaves it running, whatever it was before"
+    assert volume_ids(after) == volume_ids(before), "the disk is kept"
+    assert tags(after)[REQUESTED_TAG] == "g5.xlarge"
+    assert "TASK [ec2_gpu_host : Stop, change the type and start: g5.xlarge]" in output(proc)
+    summary = facts["facts"]["summary"]
+    assert facts["facts"]["instance_type"] == "g5.xlarge"
+    assert (
+        f"resized in place from g4dn.xlarge (${on_demand_price('g4dn.xlarge'):.4f}/h)"
+        f" to g5.xlarge (${on_demand_price('g5.xlarge'):.4f}/h)"
+    ) in summary, summary
+    assert "g5.xlarge (1x NVIDIA A10G " in summary
+    assert facts["hostvars"] == {NAME: after["PublicIpAddress"]}, "the inventory has the address after the start"
+    # The change is made once: the next run with the same settings takes the short path.
+    proc, facts = provision(
+        moto, tmp_path, ec2_gpu_host_ssh_private_key_file=str(ssh_key),
+        ec2_gpu_host_instance_types=["g5.xlarge", "g4dn.xlarge"],
+    )  # fmt: skip
+    ok(proc)
+    assert play_recap(proc.stdout)["localhost"]["changed"] == 0, output(proc)[-6000:]
+    assert "resized" not in facts["facts"]["summary"]
+    assert described(client, before["InstanceId"])["InstanceType"] == "g5.xlarge"
+
+
+def test_launch_that_fell_back_is_not_resized_back(moto, tmp_path, ssh_key):
+    """g4dn.xlarge had no capacity at launch: g5.xlarge stays while g4dn.xlarge is still the first choice."""
+    faults = [{"type": "g4dn.xlarge", "code": "InsufficientInstanceCapacity"}]
+    proc, _ = provision(
+        moto, tmp_path, env=ansible_env(moto, faults=faults), ec2_gpu_host_ssh_private_key_file=str(ssh_key),
+    )  # fmt: skip
+    ok(proc)
+    [inst] = instances(ec2(moto))
+    assert (inst["InstanceType"], tags(inst)[REQUESTED_TAG]) == ("g5.xlarge", "g4dn.xlarge")
+    ec2(moto).stop_instances(InstanceIds=[inst["InstanceId"]])
+    proc, _ = provision(moto, tmp_path, ec2_gpu_host_ssh_private_key_file=str(ssh_key))
+    ok(proc)
+    after = described(ec2(moto), inst["InstanceId"])
+    assert (after["InstanceType"], after["State"]["Name"]) == ("g5.xlarge", "running")
+    assert "Stop, change the type and start" not in output(proc)
+
+
+BAD_RESIZE = {
+    "type without a GPU": (
+        {}, {"ec2_gpu_host_instance_types": ["t3.micro", "g4dn.xlarge"]},
+        ["Instance type t3.micro in ec2_gpu_host_instance_types has no GPU", "Fix:"],
+    ),
+    "unknown type": (
+        {}, {"ec2_gpu_host_instance_types": ["g9z.mega"]},
+        ["Unknown instance type(s)", "g9z.mega", "Fix:"],
+    ),
+    "type not offered in the instance's zone": (
+        {}, {"ec2_gpu_host_instance_types": ["g5g.xlarge", "g4dn.xlarge"]},
+        [f"Instance type g5g.xlarge (first in ec2_gpu_host_instance_types) is not offered in {FIRST_ZONE}",
+         "an instance cannot move zones. Nothing was changed.", "Fix: choose a type offered in",
+         "ansible-playbook playbooks/teardown.yml -e ec2_gpu_host_terminate="],
+    ),
+    "opted out": (
+        {}, {"ec2_gpu_host_instance_types": ["g5.xlarge"], "ec2_gpu_host_resize_in_place": False},
+        ["the first choice in ec2_gpu_host_instance_types is now g5.xlarge, and ec2_gpu_host_resize_in_place is false",
+         "Nothing was changed.", "-e ec2_gpu_host_resize_in_place=true",
+         "To replace the instance instead", "ansible-playbook playbooks/teardown.yml -e ec2_gpu_host_terminate="],
+    ),
+    "spot instance": (
+        SPOT, {**SPOT, "ec2_gpu_host_instance_types": ["g5.xlarge"]},
+        ["is a spot instance: EC2 cannot change the type of a spot instance, so it cannot become a g5.xlarge",
+         "Nothing was changed.", "-e ec2_gpu_host_final_snapshot=true",
+         "ansible-playbook site.yml -e ec2_gpu_host_ami_id=<the image id it prints>"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RESIZE), ids=list(BAD_RESIZE))
+def test_bad_resize_is_refused_before_anything_changes(moto, tmp_path, ssh_key, case):
+    first, second, expected = BAD_RESIZE[case]
+    client = ec2(moto)
+    before = launched(moto, tmp_path, ssh_key, **first)
+    proc, _ = provision(moto, tmp_path, ec2_gpu_host_ssh_private_key_file=str(ssh_key), **second)
+    assert proc.returncode != 0
+    text = " ".join(output(proc).split())
+    for fragment in expected:
+        assert fragment in text, output(proc)[-4000:]
+    # One refusal (the GPU check reports per type: "failed: [localhost] (item=...)").
+    assert text.count("fatal: [localhost]") + text.count("failed: [localhost]") == 1, output(proc)[-4000:]
+    after = described(client, before["InstanceId"])
+    assert (after["InstanceType"], after["State"]["Name"]) == ("g4dn.xlarge", "running")
+    assert after.get("PublicIpAddress") == before.get("PublicIpAddress"), "not stopped and started"
+    assert volume_ids(after) == volume_ids(before)
+    assert len(instances(client)) == 1
+
+
+# --------------------------------------------------------------------------- status view
+def status(server, **variables):
+    return run_playbook(ROOT / "playbooks" / "status.yml", ansible_env(server), {"ec2_gpu_host_region": REGION, **variables})
+
+
+def status_row(proc, name: str) -> list[str]:
+    """The table row of runtime `name`, split into its columns."""
+    ok(proc)
+    lines = [line.strip() for line in output(proc).splitlines() if line.strip().startswith(f"{name} ")]
+    assert len(lines) == 1, output(proc)[-4000:]
+    return re.split(r"\s{2,}", lines[0])
+
+
+def test_status_lists_absent_running_and_stopped_runtimes(moto, tmp_path, ssh_key):
+    proc = status(moto)
+    ok(proc)
+    assert f"No runtimes for {OWNER} in {REGION}." in output(proc)
+
+    inst = launched(moto, tmp_path, ssh_key)
+    client = ec2(moto)
+    # A data volume attached beside the root volume.
+    volume = client.create_volume(AvailabilityZone=inst["Placement"]["AvailabilityZone"], Size=50)["VolumeId"]
+    client.attach_volume(VolumeId=volume, InstanceId=inst["InstanceId"], Device="/dev/sdf")
+    proc = status(moto)
+    row = status_row(proc, NAME)
+    assert row[:5] == [NAME, "running", "g4dn.xlarge", "1x NVIDIA T4 16 GiB", FIRST_ZONE], row
+    assert re.fullmatch(r"[0-9]+m", row[5]), row
+    assert row[6] == f"{on_demand_price('g4dn.xlarge'):.4f}" and row[7].startswith("$"), row
+    assert row[8:11] == ["-", "-", "down"], row
+    assert row[11] == f"{volume} (/dev/sdf)", row
+    assert f"1 runtime(s) for {OWNER} in {REGION}, 1 running" in output(proc)
+    assert "add -e ec2_gpu_host_status_ssh=true" in " ".join(output(proc).split())
+    # Read-only, and no SSH unless asked.
+    assert play_recap(proc.stdout)["localhost"]["changed"] == 0
+    assert "Read the idle auto-stop status" not in output(proc)
+
+    client.stop_instances(InstanceIds=[inst["InstanceId"]])
+    row = status_row(status(moto), NAME)
+    assert row[:3] == [NAME, "stopped", "g4dn.xlarge"] and row[5] == "-" and row[7] == "-", row
 
 
 # --------------------------------------------------------------------------- bad input

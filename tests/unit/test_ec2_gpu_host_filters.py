@@ -175,3 +175,74 @@ def test_a_generated_session_name_counts_as_its_role():
         "arn:aws:iam::123456789012:user/bob",
     ):
         assert principal(kept) == kept
+
+
+# --------------------------------------------------------------------------- resize and status
+REQUESTED = "colab-gpu-runtime:requested-type"
+
+
+@pytest.mark.parametrize(
+    ("itype", "recorded", "types", "expected"),
+    [
+        ("g4dn.xlarge", "g4dn.xlarge", ["g4dn.xlarge", "g5.xlarge"], ""),  # unchanged
+        ("g4dn.xlarge", "g4dn.xlarge", ["g5.xlarge", "g4dn.xlarge"], "g5.xlarge"),  # new first choice
+        ("g6.xlarge", "g4dn.xlarge", ["g4dn.xlarge", "g5.xlarge", "g6.xlarge"], ""),  # launched as a fallback
+        ("g6.xlarge", "g4dn.xlarge", ["g5.xlarge", "g6.xlarge"], "g5.xlarge"),  # fallback, then a new first choice
+        ("g4dn.xlarge", None, ["g5.xlarge"], "g5.xlarge"),  # launched before the tag existed
+        ("g4dn.xlarge", None, ["g4dn.xlarge"], ""),
+        ("g4dn.xlarge", None, [], ""),
+    ],
+)
+def test_resize_target(itype, recorded, types, expected):
+    instance = {"instance_type": itype, "tags": {REQUESTED: recorded} if recorded else {}}
+    assert filters.ec2_gpu_host_resize_target(instance, types, REQUESTED) == expected
+
+
+IDLE_TEXT = """idle-stop on host, checked 2026-12-01 14:00:00 UTC
+state:        idle for 12 min
+in use by:    nothing
+idle since:   2026-12-01 13:48:00 UTC (last: kernel)
+planned stop: 2026-12-01 14:48:00 UTC (in 48 min) unless the host is used
+"""
+
+
+def _instance(name, state="running", itype="g4dn.xlarge", **extra):
+    return {
+        "instance_id": "i-" + name, "instance_type": itype, "state": {"name": state},
+        "placement": {"availability_zone": "us-east-2a"}, "launch_time": "2026-12-01T12:00:00+00:00",
+        "tags": {"Name": name}, "root_device_name": "/dev/sda1",
+        "block_device_mappings": [
+            {"device_name": "/dev/sda1", "ebs": {"volume_id": "vol-root"}},
+            {"device_name": "/dev/sdf", "ebs": {"volume_id": "vol-data"}},
+        ],
+        **extra,
+    }  # fmt: skip
+
+
+def test_status_table_rows():
+    now = filters._parse_time("2026-12-01T14:30:00+00:00")
+    types = {"g4dn.xlarge": {"gpus": ["1x NVIDIA T4 16 GiB"]}, "g5.xlarge": {"gpus": ["1x NVIDIA A10G 24 GiB"],
+             "spot_prices": {"us-east-2a": 0.4}}}  # fmt: skip
+    view = filters.ec2_gpu_host_status_table(
+        [_instance("colab-b", itype="g5.xlarge", instance_lifecycle="spot"), _instance("colab-a"),
+         _instance("colab-c", state="stopped")],
+        types, {"g4dn.xlarge": 0.526},
+        {"colab-a": {"running": True, "healthy": True, "url": "http://localhost:8888/", "url_file": "/s/colab-a.url"}},
+        {"colab-a": IDLE_TEXT, "colab-b": ""}, now, "alice", "us-east-2", "colab-gpu-runtime:market",
+    )  # fmt: skip
+    a, b, c = view["rows"]
+    assert [r["name"] for r in view["rows"]] == ["colab-a", "colab-b", "colab-c"]
+    assert (a["uptime"], a["price_per_hour"], a["spent_since_start"]) == ("2h30m", 0.526, pytest.approx(1.315))
+    assert (a["idle"], a["auto_stop"], a["tunnel"]) == ("12 min", "in 48 min", "up http://localhost:8888/")
+    assert a["data_volumes"] == ["vol-data (/dev/sdf)"] and a["gpu"] == "1x NVIDIA T4 16 GiB"
+    assert (b["market"], b["price_per_hour"], b["idle"], b["tunnel"]) == ("spot", 0.4, "unknown", "down")
+    assert (c["uptime"], c["spent_since_start"], c["idle"]) == ("-", None, "-")
+    assert view["lines"][0] == "3 runtime(s) for alice in us-east-2, 2 running ($0.9260/h while they run)"
+    assert view["lines"][1].split() == ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE",
+                                        "AUTO-STOP", "TUNNEL", "DATA", "VOLUME"]  # fmt: skip
+    assert "colab-a: the URL with its token is in /s/colab-a.url" in view["lines"]
+
+
+def test_status_table_without_runtimes():
+    view = filters.ec2_gpu_host_status_table([], {}, {}, {}, {}, 0, "alice", "us-east-2", "m")
+    assert view == {"rows": [], "lines": ["No runtimes for alice in us-east-2."]}

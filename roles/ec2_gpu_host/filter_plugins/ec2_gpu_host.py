@@ -9,6 +9,9 @@ which login user an image has, which subnets cannot reach the internet, which sa
 resources exist, which region and owner the aws_ec2 inventory reads, and where the runtime's
 data volume lets an instance run.
 
+ec2_gpu_host_resize_target decides whether an existing instance changes type in place;
+ec2_gpu_host_status_table shapes the owner's runtimes into the status view.
+
 ec2_gpu_host_caller_principal turns the caller's STS ARN into the identity recorded on what
 the project creates (tag colab-gpu-runtime:created-by) and compared before anything is changed.
 
@@ -18,6 +21,7 @@ need; Python's ipaddress module gives an exact answer with no extra dependency.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 
@@ -290,6 +294,159 @@ def ec2_gpu_host_data_volume_plan(volumes, instance, subnets, type_info, usable_
     return result
 
 
+def ec2_gpu_host_resize_target(instance, instance_types, requested_tag):
+    """The type `instance` should change to in place, or '' when it keeps its type.
+
+    The first of `instance_types` is wanted when it differs both from the instance's type and
+    from the first choice recorded on the instance (tag `requested_tag`, written at launch and at
+    each resize). A launch that fell back to a later type therefore stays as it is until the
+    first choice itself changes. An instance without the tag counts as launched with its type.
+    """
+    wanted = (list(instance_types or []) or [""])[0]
+    current = (instance or {}).get("instance_type") or ""
+    recorded = ((instance or {}).get("tags") or {}).get(requested_tag) or current
+    return wanted if wanted and wanted not in (current, recorded) else ""
+
+
+def _parse_time(value):
+    """An EC2 timestamp (ISO 8601 text or datetime) as epoch seconds, else None."""
+    if isinstance(value, datetime.datetime):
+        moment = value
+    else:
+        text = str(value or "").strip().replace("Z", "+00:00")
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def _duration(seconds):
+    minutes = int(max(seconds, 0) // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return "%dd%02dh" % (days, hours)
+    return "%dh%02dm" % (hours, minutes) if hours else "%dm" % minutes
+
+
+def _idle_fields(text):
+    """(idle, auto-stop) from the idle auto-stop's status file (roles/idle_stop), '' when not known."""
+    fields = {}
+    for line in str(text or "").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("state", "planned stop"):
+            fields[key.strip()] = value.strip()
+    state, planned = fields.get("state", ""), fields.get("planned stop", "")
+    if not state:
+        return "", ""
+    if state.startswith("idle for "):
+        idle = state[len("idle for "):]
+    else:
+        idle = state
+    found = re.search(r"\(in ([^)]*)\)", planned)
+    if found:
+        stop = "in " + found.group(1)
+    elif planned.startswith("now"):
+        stop = "now"
+    elif planned.startswith("none"):
+        stop = "not while in use"
+    else:
+        stop = planned
+    return idle, stop
+
+
+def _table(header, rows):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    return ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + rows]
+
+
+def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, owner, region, tag_market):
+    """The owner's runtimes as {"rows": [...], "lines": [...]}: one dict and one table line each.
+
+    `instances` come from ec2_instance_info, `type_info` from ec2_gpu_host_instance_type_info
+    (gpus, spot_prices), `prices` is the region's on-demand table (type -> $/h), `tunnels` maps a runtime name to the colab_tunnel
+    status (running, healthy, url, url_file), `idle` a name to its idle auto-stop status text
+    (absent: not read), `now` is epoch seconds. Several runtimes are listed by name. Data
+    volumes are the EBS volumes attached beside the root volume (from the instance description).
+    """
+    instances = sorted(instances or [], key=lambda i: ((i.get("tags") or {}).get("Name") or "", i.get("instance_id") or ""))
+    if not instances:
+        text = "No runtimes for %s in %s." % (owner, region)
+        return {"rows": [], "lines": [text]}
+    rows = []
+    for inst in instances:
+        tags = inst.get("tags") or {}
+        name = tags.get("Name") or inst.get("instance_id")
+        itype = inst.get("instance_type") or ""
+        state = (inst.get("state") or {}).get("name") or ""
+        zone = (inst.get("placement") or {}).get("availability_zone") or ""
+        spot = inst.get("instance_lifecycle") == "spot" or tags.get(tag_market) == "spot"
+        info = (type_info or {}).get(itype) or {}
+        price = (info.get("spot_prices") or {}).get(zone) if spot else (prices or {}).get(itype)
+        running = state == "running"
+        started = _parse_time(inst.get("launch_time")) if running else None
+        up = (now - started) if started is not None else None
+        spent = price * up / 3600.0 if price is not None and up is not None else None
+        tunnel = (tunnels or {}).get(name) or {}
+        if tunnel.get("healthy"):
+            tunnel_text = "up " + (tunnel.get("url") or "")
+        elif tunnel.get("running"):
+            tunnel_text = "not carrying HTTP"
+        else:
+            tunnel_text = "down"
+        if name in (idle or {}):
+            idle_text, stop_text = _idle_fields(idle[name])
+            idle_text, stop_text = idle_text or "unknown", stop_text or "unknown"
+        else:
+            idle_text = stop_text = "-"
+        root = inst.get("root_device_name") or ""
+        data = [
+            "%s (%s)" % (m["ebs"]["volume_id"], m.get("device_name") or "")
+            for m in inst.get("block_device_mappings") or []
+            if (m.get("ebs") or {}).get("volume_id") and m.get("device_name") != root
+        ]
+        rows.append({
+            "name": name,
+            "instance_id": inst.get("instance_id"),
+            "state": state,
+            "instance_type": itype,
+            "gpu": ", ".join(info.get("gpus") or []) or "-",
+            "zone": zone,
+            "market": "spot" if spot else "on-demand",
+            "uptime": _duration(up) if up is not None else "-",
+            "price_per_hour": price,
+            "spent_since_start": spent,
+            "idle": idle_text,
+            "auto_stop": stop_text,
+            "tunnel": tunnel_text,
+            "url_file": tunnel.get("url_file") or "",
+            "data_volumes": data,
+        })
+    header = ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE", "AUTO-STOP", "TUNNEL", "DATA VOLUME"]
+    cells = [
+        [
+            r["name"], r["state"], r["instance_type"] + (" (spot)" if r["market"] == "spot" else ""), r["gpu"], r["zone"],
+            r["uptime"], "%.4f" % r["price_per_hour"] if r["price_per_hour"] is not None else "?",
+            "$%.2f" % r["spent_since_start"] if r["spent_since_start"] is not None else "-",
+            r["idle"], r["auto_stop"], r["tunnel"], ", ".join(r["data_volumes"]) or "-",
+        ]
+        for r in rows
+    ]
+    running = [r for r in rows if r["state"] == "running"]
+    billing = sum(r["price_per_hour"] or 0.0 for r in running)
+    lines = ["%d runtime(s) for %s in %s, %d running (%s/h while they run)" % (
+        len(rows), owner, region, len(running), "$%.4f" % billing)] + _table(header, cells)
+    if any(r["idle"] == "-" for r in running):
+        lines.append("Idle time and auto-stop: add -e ec2_gpu_host_status_ssh=true to read them from the running hosts.")
+    for r in rows:
+        if r["url_file"] and r["tunnel"].startswith("up"):
+            lines.append("%s: the URL with its token is in %s" % (r["name"], r["url_file"]))
+    return {"rows": rows, "lines": lines}
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -304,4 +461,6 @@ class FilterModule:
             "ec2_gpu_host_inventory_scope": ec2_gpu_host_inventory_scope,
             "ec2_gpu_host_failure_report": ec2_gpu_host_failure_report,
             "ec2_gpu_host_data_volume_plan": ec2_gpu_host_data_volume_plan,
+            "ec2_gpu_host_resize_target": ec2_gpu_host_resize_target,
+            "ec2_gpu_host_status_table": ec2_gpu_host_status_table,
         }
