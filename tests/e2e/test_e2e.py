@@ -323,6 +323,8 @@ def test_busy_kernel_survives_a_converge_that_would_restart_the_runtime(site):
     def main_pid() -> str:
         return site.host.exec("systemctl", "show", "-p", "MainPID", "--value", "colab-runtime").stdout.strip()
 
+    # The tunnel this test reaches the runtime through (an earlier test may have stopped it).
+    assert site.run("playbooks/connect.yml").returncode == 0
     pid = main_pid()
     changed_setting = ("-e", "colab_runtime_cull_idle_timeout=7777")  # a server setting: needs a restart
     with ColabClient(site.url(), None, flow="direct", timeout=60) as client:

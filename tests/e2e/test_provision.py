@@ -14,6 +14,7 @@ import json
 import os
 import re
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
@@ -83,7 +84,14 @@ def base_vars(tmp: Path, **overrides) -> dict:
     return values
 
 
+# The tunnel's state dir (its run lock, known_hosts) of this test process, not the checkout's
+# .colab: test files run side by side on pytest-xdist workers, and each would otherwise wait for
+# the other's lock on the same runtime name.
+STATE_DIR = Path(tempfile.gettempdir()) / f"colab-gpu-runtime-e2e-{os.getpid()}"
+
+
 def run_playbook(playbook: Path | str, env: dict, variables: dict, *args: str):
+    variables = {"colab_tunnel_state_dir": str(STATE_DIR), **variables}
     return ansible_playbook(*args, str(playbook), env=env, extra_vars=variables, isolate_aws=True, timeout=500)
 
 
