@@ -462,17 +462,10 @@ def load_role_file(role: str, relative: str, name: str | None = None) -> types.M
 
 
 # --------------------------------------------------------------------------- processes and AWS clients
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process with this id exists (one of another user counts)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# The controller's process helpers (alive, command line, parent, start time) have one home, the
+# colab_tunnel role's module_utils, which its action plugins load too.
+colab_process = load_role_file("colab_tunnel", "module_utils/colab_process.py", "colab_process")
+pid_alive = colab_process.pid_alive
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
