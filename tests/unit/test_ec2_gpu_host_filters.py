@@ -4,7 +4,6 @@ same-named resources and the inventory's region/owner, without AWS."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
 import subprocess
@@ -14,12 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "ec2_gpu_host_filters", ROOT / "roles" / "ec2_gpu_host" / "filter_plugins" / "ec2_gpu_host.py"
-)
-filters = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(filters)
+from colab_testkit.substrate import ROOT, load_role_file
+
+filters = load_role_file("ec2_gpu_host", "filter_plugins/ec2_gpu_host.py", "ec2_gpu_host_filters")
 
 SUBNETS = [
     {"subnet_id": "subnet-a", "availability_zone": "us-east-2a", "vpc_id": "vpc-1"},
