@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.server
 import importlib.util
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 import urllib.error
@@ -367,6 +369,32 @@ def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = No
         return err.code, err.read()
     except OSError:  # refused, reset, timed out: no HTTP answer at all
         return 0, b""
+
+
+@contextlib.contextmanager
+def text_server(answer: str, host: str = "127.0.0.1"):
+    """An HTTP server on ``host`` that answers every GET with ``answer`` (text/plain); yields its URL.
+
+    The stand-in for a "what is my IP" service, or for a proxy that answers with its own address.
+    """
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --------------------------------------------------------------------------- EC2 emulation overlay

@@ -27,10 +27,9 @@ ARGUMENT_SPEC = dict(
 )
 
 
-@functools.cache
-def _process():
-    """The role's process helpers, module_utils/colab_process.py (loaded by path: see colab_tunnel_prove)."""
-    return types.SimpleNamespace(**runpy.run_path(module_utils_loader.find_plugin("colab_process")))
+# The role's process helpers, module_utils/colab_process.py: this plugin's import of them, by path
+# (an action plugin outside a collection cannot import a role's module_utils by name; see colab_tunnel_prove).
+_process = functools.cache(lambda: types.SimpleNamespace(**runpy.run_path(module_utils_loader.find_plugin("colab_process"))))
 
 
 def read_holder(path):
