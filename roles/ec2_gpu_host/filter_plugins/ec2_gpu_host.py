@@ -310,6 +310,36 @@ def ec2_gpu_host_resize_target(instance, instance_types, requested_tag):
 
 
 
+def ec2_gpu_host_market_of(instance, tag_market):
+    """'spot' or 'on-demand': how an instance (an ec2_instance_info description) is billed.
+
+    EC2 says spot (instance_lifecycle) for instances launched as spot; the market tag the role
+    writes at launch also covers spot instances whose description lacks it.
+    """
+    instance = instance or {}
+    spot = instance.get("instance_lifecycle") == "spot" or (instance.get("tags") or {}).get(tag_market) == "spot"
+    return "spot" if spot else "on-demand"
+
+
+def ec2_gpu_host_types_for_image(instance_types, type_info, image):
+    """The instance types, in their order, whose CPU architectures include the image's (x86_64, arm64).
+
+    `type_info` is the ec2_gpu_host_instance_type_info answer's instance_types ({type: {architectures}}).
+    """
+    arch = (image or {}).get("architecture")
+    return [t for t in instance_types or [] if arch in (((type_info or {}).get(t) or {}).get("architectures") or [])]
+
+
+def ec2_gpu_host_image_root_size(image):
+    """The GiB of the image's root volume snapshot (0 when the image does not say), which the launch's root volume must reach."""
+    image = image or {}
+    root = image.get("root_device_name") or "/dev/sda1"
+    for mapping in image.get("block_device_mappings") or []:
+        if mapping.get("device_name") == root:
+            return int((mapping.get("ebs") or {}).get("volume_size") or 0)
+    return 0
+
+
 def _per_hour(price):
     """A price as the summary writes it: "$0.5260/h", or "price unknown" when there is none."""
     return "$%.4f/h" % float(price) if price is not None and str(price) != "" else "price unknown"
@@ -471,7 +501,7 @@ def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, 
         itype = inst.get("instance_type") or ""
         state = (inst.get("state") or {}).get("name") or ""
         zone = (inst.get("placement") or {}).get("availability_zone") or ""
-        spot = inst.get("instance_lifecycle") == "spot" or tags.get(tag_market) == "spot"
+        spot = ec2_gpu_host_market_of(inst, tag_market) == "spot"
         info = (type_info or {}).get(itype) or {}
         price = (info.get("spot_prices") or {}).get(zone) if spot else (prices or {}).get(itype)
         running = state == "running"
@@ -552,5 +582,8 @@ class FilterModule:
             "ec2_gpu_host_resize_target": ec2_gpu_host_resize_target,
             "ec2_gpu_host_status_table": ec2_gpu_host_status_table,
             "ec2_gpu_host_cost": ec2_gpu_host_cost,
+            "ec2_gpu_host_market_of": ec2_gpu_host_market_of,
+            "ec2_gpu_host_types_for_image": ec2_gpu_host_types_for_image,
+            "ec2_gpu_host_image_root_size": ec2_gpu_host_image_root_size,
             "ec2_gpu_host_summary": ec2_gpu_host_summary,
         }
