@@ -51,6 +51,7 @@ from colab_testkit.substrate import (
     ansible_playbook,
     emulated_aws_env,
     free_port,
+    load_role_file,
     make_ssh_key,
     play_recap,
     podman,
@@ -360,8 +361,8 @@ class Site:
 
     @property
     def alias(self) -> str:
-        # colab_tunnel_host_alias: the inventory name, prefixed with colab- unless it starts with it.
-        return SITE_HOST if SITE_HOST.startswith("colab-") else f"colab-{SITE_HOST}"
+        # colab_tunnel_host_alias, by the role's own rule.
+        return load_role_file("colab_tunnel", "filter_plugins/colab_tunnel.py").colab_tunnel_alias_of(SITE_HOST)
 
     @property
     def ssh_config(self) -> Path:

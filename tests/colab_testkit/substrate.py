@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.server
 import importlib.util
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 import urllib.error
@@ -369,6 +371,32 @@ def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = No
         return 0, b""
 
 
+@contextlib.contextmanager
+def text_server(answer: str, host: str = "127.0.0.1"):
+    """An HTTP server on ``host`` that answers every GET with ``answer`` (text/plain); yields its URL.
+
+    The stand-in for a "what is my IP" service, or for a proxy that answers with its own address.
+    """
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --------------------------------------------------------------------------- EC2 emulation overlay
 def emulated_aws_env(endpoint_url: str, region: str = "us-east-2") -> dict[str, str]:
     """AWS settings that point botocore (modules, inventory plugin, boto3) at an emulated account."""
@@ -462,17 +490,10 @@ def load_role_file(role: str, relative: str, name: str | None = None) -> types.M
 
 
 # --------------------------------------------------------------------------- processes and AWS clients
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process with this id exists (one of another user counts)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# The controller's process helpers (alive, command line, parent, start time) have one home, the
+# colab_tunnel role's module_utils, which its action plugins load too.
+colab_process = load_role_file("colab_tunnel", "module_utils/colab_process.py", "colab_process")
+pid_alive = colab_process.pid_alive
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:

@@ -9,19 +9,17 @@ double in tests/aws_hooks.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
 import re
 import stat
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
-from colab_testkit.substrate import ROOT, ansible_playbook, play_recap, seed_emulated_account
+from colab_testkit.substrate import ROOT, ansible_playbook, play_recap, seed_emulated_account, text_server
 
 
 
@@ -40,6 +38,9 @@ FIRST_ZONE = f"{REGION}a"
 NAME = f"colab-gpu-runtime-{OWNER}"
 PROJECT_TAG = "colab-gpu-runtime:project"
 OWNER_TAG = "colab-gpu-runtime:owner"
+CREATOR_TAG = "colab-gpu-runtime:created-by"
+# The caller moto reports for the emulated account.
+YOU = "arn:aws:sts::123456789012:user/moto"
 SSH_CIDR = "203.0.113.7/32"
 HOOKS = ROOT / "tests" / "aws_hooks"
 # moto ships Canonical's xenial image and a Deep Learning AMI (Ubuntu) owned by AWS.
@@ -141,6 +142,11 @@ def output(proc) -> str:
     return proc.stdout
 
 
+def flat(proc) -> str:
+    """The run's output with Ansible's line wrapping undone."""
+    return " ".join(output(proc).split())
+
+
 def ok(proc) -> None:
     assert proc.returncode == 0, output(proc)[-8000:]
 
@@ -230,7 +236,7 @@ class TestLifecycle:
             "colab-gpu-runtime:ssh-user": "ubuntu",
             "colab-gpu-runtime:access": "ssh",
             "colab-gpu-runtime:market": "spot",
-            "colab-gpu-runtime:created-by": "arn:aws:sts::123456789012:user/moto",
+            CREATOR_TAG: YOU,
             "colab-gpu-runtime:requested-type": "g4dn.xlarge",
         }
         assert inst["MetadataOptions"]["HttpTokens"] == "required"
@@ -385,22 +391,8 @@ class TestLifecycle:
 def ip_echo():
     """A loopback stand-in for the "what is my IP" service."""
     answer = "198.51.100.23\n"
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - name fixed by BaseHTTPRequestHandler
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
-            self.wfile.write(answer.encode())
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", answer.strip()
-    server.shutdown()
+    with text_server(answer) as url:
+        yield f"{url}/", answer.strip()
 
 
 def test_fallback_spot_then_on_demand_across_zones_and_types(moto, tmp_path, ip_echo, ssh_key):

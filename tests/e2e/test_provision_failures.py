@@ -8,18 +8,16 @@ key pair under a temporary directory and, unless a test detects it, the SSH sour
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import boto3
 import pytest
 
-from colab_testkit.substrate import ROOT, VENV_BIN, RemoteHost, seed_emulated_account, tool, write_ec2_overlay
+from colab_testkit.substrate import ROOT, VENV_BIN, RemoteHost, seed_emulated_account, text_server, tool, write_ec2_overlay
 
 REGION = "us-east-2"
 OTHER_REGION = "us-west-2"
@@ -236,27 +234,8 @@ def test_region_or_owner_only_in_extra_vars_is_refused(moto, tmp_path, override,
 @pytest.fixture
 def echo_and_proxy():
     """A "what is my IP" service on 127.0.0.2 and an HTTP proxy on 127.0.0.1 that answers with its own address."""
-
-    def serve(host: str, answer: str):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - name fixed by BaseHTTPRequestHandler
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(answer.encode())
-
-            def log_message(self, *args):
-                pass
-
-        server = http.server.ThreadingHTTPServer((host, 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server
-
-    echo = serve("127.0.0.2", "198.51.100.23\n")
-    proxy = serve("127.0.0.1", "192.0.2.99\n")
-    yield f"http://127.0.0.2:{echo.server_address[1]}/", f"http://127.0.0.1:{proxy.server_address[1]}"
-    echo.shutdown()
-    proxy.shutdown()
+    with text_server("198.51.100.23\n", "127.0.0.2") as echo, text_server("192.0.2.99\n") as proxy:
+        yield f"{echo}/", proxy
 
 
 def test_caller_address_lookup_bypasses_the_proxy(moto, tmp_path, echo_and_proxy):

@@ -14,14 +14,17 @@ from colab_testkit.substrate import ROOT, seed_emulated_account
 
 # pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
 from test_provision import (
+    CREATOR_TAG,
     DLAMI_PARAMETER,
     NAME,
     OWNER,
     REGION,
     SPOT,
     SSH_CIDR,
+    YOU,
     ansible_env,
     ec2,
+    flat,
     instances,
     leftovers,
     output,
@@ -32,19 +35,12 @@ from test_provision import (
 
 pytestmark = pytest.mark.timeout(900)
 
-CREATOR_TAG = "colab-gpu-runtime:created-by"
-YOU = "arn:aws:sts::123456789012:user/moto"
 BOB = "arn:aws:iam::123456789012:user/bob"
 YOUR_CIDR = "198.51.100.99/32"
 
 
 def teardown(env: dict, **variables):
     return run_playbook(ROOT / "playbooks" / "teardown.yml", env, {"ec2_gpu_host_region": REGION, **variables})
-
-
-def flat(proc) -> str:
-    """The run's output with Ansible's line wrapping undone."""
-    return " ".join(output(proc).split())
 
 
 def refused_for_creator(proc, *resources: str) -> str:

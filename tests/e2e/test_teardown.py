@@ -16,6 +16,7 @@ from colab_testkit.substrate import ROOT, seed_emulated_account
 
 # pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
 from test_provision import (
+    CREATOR_TAG,
     DLAMI_PARAMETER,
     HOOKS,
     NAME,
@@ -25,8 +26,10 @@ from test_provision import (
     REGION,
     SPOT,
     SSH_CIDR,
+    YOU,
     ansible_env,
     ec2,
+    flat,
     instances,
     leftovers,
     output,
@@ -37,14 +40,7 @@ from test_provision import (
 
 pytestmark = pytest.mark.timeout(900)
 
-CREATOR_TAG = "colab-gpu-runtime:created-by"
-YOU = "arn:aws:sts::123456789012:user/moto"
 OURS = {PROJECT_TAG: "colab-gpu-runtime", OWNER_TAG: OWNER, CREATOR_TAG: YOU}
-
-
-def flat(proc) -> str:
-    """The run's output with Ansible's line wrapping undone."""
-    return " ".join(output(proc).split())
 
 
 def teardown(server, env: dict | None = None, **variables):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from colab_testkit.substrate import ansible_playbook, free_port, http_get, play_recap
+from colab_testkit.substrate import ansible_playbook, colab_process, free_port, http_get, play_recap
 
 HOST = "gpu-tunnel-test"
 # Longer than any socket path allows, with a space, as in ~/My Projects/... checkouts.
@@ -200,15 +200,11 @@ def test_stale_pid_file_naming_another_process_is_never_signalled(tunnel_host):
         stranger.wait()
 
 
-def process_start(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-
-
 def test_a_second_run_for_the_same_runtime_is_refused_naming_the_first(tunnel_host):
     """The run lock: a live holder (this test process stands in for a running ansible-playbook)."""
     workdir = tunnel_host[3]
     lock = workdir / "state" / f"{HOST}.lock"
-    holder = {"pid": os.getpid(), "start": process_start(os.getpid()), "command": "ansible-playbook site.yml", "since": "10:00"}
+    holder = {"pid": os.getpid(), "start": colab_process.start_time(os.getpid()), "command": "ansible-playbook site.yml", "since": "10:00"}
     lock.write_text(json.dumps(holder))
     try:
         res = connect(tunnel_host)

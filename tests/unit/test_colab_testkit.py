@@ -16,8 +16,10 @@ import colab_client
 from colab_testkit.substrate import (
     ROOT,
     ansible_env,
+    http_get,
     pid_alive,
     stop_process,
+    text_server,
     write_ec2_overlay,
 )
 
@@ -64,6 +66,13 @@ def test_pid_alive():
     child = subprocess.Popen(["true"])
     child.wait()
     assert not pid_alive(child.pid)
+
+
+def test_text_server_answers_every_get_until_it_is_closed():
+    with text_server("198.51.100.23\n") as url:
+        assert http_get(url + "/") == (200, b"198.51.100.23\n")
+        assert http_get(url + "/any/path") == (200, b"198.51.100.23\n")
+    assert http_get(url + "/", timeout=1) == (0, b"")
 
 
 def test_isolated_aws_environment_keeps_only_what_the_test_gives(monkeypatch):

@@ -5,23 +5,12 @@ not run here."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from colab_testkit.substrate import load_role_file
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ec2 = _load("ec2_gpu_host_filters_dv", ROOT / "roles" / "ec2_gpu_host" / "filter_plugins" / "ec2_gpu_host.py")
-host = _load("colab_runtime_data_volume", ROOT / "roles" / "colab_runtime" / "filter_plugins" / "data_volume.py")
+ec2 = load_role_file("ec2_gpu_host", "filter_plugins/ec2_gpu_host.py", "ec2_gpu_host_filters_dv")
+host = load_role_file("colab_runtime", "filter_plugins/data_volume.py", "colab_runtime_data_volume")
 
 CONTEXT = {"region": "us-east-2", "name": "colab-gpu-runtime-alice"}
 SUBNETS = [

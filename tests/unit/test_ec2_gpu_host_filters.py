@@ -4,7 +4,6 @@ same-named resources and the inventory's region/owner, without AWS."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
 import subprocess
@@ -14,12 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "ec2_gpu_host_filters", ROOT / "roles" / "ec2_gpu_host" / "filter_plugins" / "ec2_gpu_host.py"
-)
-filters = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(filters)
+from colab_testkit.substrate import ROOT, load_role_file
+
+filters = load_role_file("ec2_gpu_host", "filter_plugins/ec2_gpu_host.py", "ec2_gpu_host_filters")
 
 SUBNETS = [
     {"subnet_id": "subnet-a", "availability_zone": "us-east-2a", "vpc_id": "vpc-1"},
@@ -246,3 +242,47 @@ def test_status_table_rows():
 def test_status_table_without_runtimes():
     view = filters.ec2_gpu_host_status_table([], {}, {}, {}, {}, 0, "alice", "us-east-2", "m")
     assert view == {"rows": [], "lines": ["No runtimes for alice in us-east-2."]}
+
+
+MARKET_TAG = "colab-gpu-runtime:market"
+
+
+@pytest.mark.parametrize(
+    "instance,market",
+    [
+        ({"instance_lifecycle": "spot", "tags": {}}, "spot"),
+        ({"tags": {MARKET_TAG: "spot"}}, "spot"),
+        ({"tags": {MARKET_TAG: "on-demand"}}, "on-demand"),
+        ({"instance_type": "g4dn.xlarge"}, "on-demand"),
+        (None, "on-demand"),
+    ],
+    ids=["lifecycle", "tag", "tag-on-demand", "neither", "none"],
+)
+def test_market_of_an_instance(instance, market):
+    assert filters.ec2_gpu_host_market_of(instance, MARKET_TAG) == market
+
+
+ARCH_TYPES = {"g4dn.xlarge": {"architectures": ["x86_64"]}, "g5g.xlarge": {"architectures": ["arm64"]}, "p9.x": {}}
+
+
+def test_types_for_image_keep_their_order_and_the_image_architecture():
+    types = ["g5g.xlarge", "p9.x", "g4dn.xlarge"]
+    assert filters.ec2_gpu_host_types_for_image(types, ARCH_TYPES, {"architecture": "x86_64"}) == ["g4dn.xlarge"]
+    assert filters.ec2_gpu_host_types_for_image(types, ARCH_TYPES, {"architecture": "arm64"}) == ["g5g.xlarge"]
+    assert filters.ec2_gpu_host_types_for_image(types, ARCH_TYPES, {"architecture": "i386"}) == []
+    assert filters.ec2_gpu_host_types_for_image(["unknown.type"], ARCH_TYPES, {"architecture": "x86_64"}) == []
+
+
+@pytest.mark.parametrize(
+    "image,size",
+    [
+        ({"root_device_name": "/dev/xvda", "block_device_mappings": [
+            {"device_name": "/dev/sdb", "ebs": {"volume_size": 500}}, {"device_name": "/dev/xvda", "ebs": {"volume_size": "45"}}]}, 45),
+        ({"block_device_mappings": [{"device_name": "/dev/sda1", "ebs": {"volume_size": 8}}]}, 8),
+        ({"root_device_name": "/dev/xvda", "block_device_mappings": [{"device_name": "/dev/xvda"}]}, 0),
+        ({"root_device_name": "/dev/xvda"}, 0),
+    ],
+    ids=["named-root", "default-root", "no-ebs", "no-mappings"],
+)  # fmt: skip
+def test_image_root_size(image, size):
+    assert filters.ec2_gpu_host_image_root_size(image) == size

@@ -4,25 +4,12 @@ podman, nothing patched."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "idle_stop"
+from colab_testkit.substrate import load_role_file
 
-
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-idle_stop = load("idle_stop_script", ROLE / "files" / "idle_stop.py")
-platform = load("idle_stop_platform_module", ROLE / "library" / "idle_stop_platform.py")
+idle_stop = load_role_file("idle_stop", "files/idle_stop.py", "idle_stop_script")
+platform = load_role_file("idle_stop", "library/idle_stop_platform.py", "idle_stop_platform_module")
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

@@ -8,7 +8,6 @@ real hosts is tests/e2e/test_idle_stop.py.
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
 import os
 import sys
@@ -18,9 +17,7 @@ import urllib.parse
 
 import pytest
 
-from colab_testkit.substrate import ROOT, free_port
-
-SCRIPT_PATH = ROOT / "roles" / "idle_stop" / "files" / "idle_stop.py"
+from colab_testkit.substrate import free_port, load_role_file
 
 
 class JupyterApiTestDouble(http.server.ThreadingHTTPServer):
@@ -60,10 +57,8 @@ def iso(seconds_ago: float) -> str:
 
 @pytest.fixture
 def script(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("idle_stop_script", SCRIPT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
+    monkeypatch.delitem(sys.modules, "idle_stop_script", raising=False)  # put back as it was after the test
+    module = load_role_file("idle_stop", "files/idle_stop.py", "idle_stop_script")
     monkeypatch.setattr(module, "boot_time", lambda: time.time() - 86400)
     monkeypatch.setattr(module, "gather_terminals", tuple)
     monkeypatch.setattr(module.shutil, "which", lambda name: None)  # no nvidia-smi

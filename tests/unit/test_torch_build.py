@@ -1,15 +1,11 @@
 """The torch build decision table of the colab_runtime role (filter colab_runtime_torch_build)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from ansible.errors import AnsibleFilterError
 
-PLUGIN = Path(__file__).resolve().parents[2] / "roles" / "colab_runtime" / "filter_plugins" / "kernel.py"
-spec = importlib.util.spec_from_file_location("colab_runtime_kernel_filters", PLUGIN)
-kernel = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(kernel)
+from colab_testkit.substrate import load_role_file
+
+kernel = load_role_file("colab_runtime", "filter_plugins/kernel.py", "colab_runtime_kernel_filters")
 FILTERS = kernel.FilterModule().filters()
 torch_build = FILTERS["colab_runtime_torch_build"]
 

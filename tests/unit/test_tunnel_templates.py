@@ -60,6 +60,8 @@ def render_all(work: Path, cases: dict[str, tuple[str, dict]]) -> dict[str, str]
         for name, (template, extra) in cases.items()
     ]
     (work / "render.yml").write_text(yaml.safe_dump(plays))
+    # The defaults use the role's filters, which Ansible loads with the role: next to the playbook here.
+    (work / "filter_plugins").symlink_to(ROOT / "roles" / "colab_tunnel" / "filter_plugins")
     res = ansible_playbook("-i", "gpu1,", str(work / "render.yml"))
     assert res.returncode == 0, res.stdout[-3000:]
     return {name: (work / name).read_text() for name in cases}

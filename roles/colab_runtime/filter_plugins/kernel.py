@@ -41,17 +41,12 @@ def torch_build(driver_version, driver_working=True):
     """
     version = "" if driver_version is None else str(driver_version).strip()
     if not driver_working or not version:
-        return {
-            "build": "cpu",
-            "index_url": CPU_INDEX,
-            "gpu": False,
-            "driver": version,
-            "warning": (
-                "No working NVIDIA driver on this host: the kernel environment gets the CPU build of torch "
-                "(torch.cuda.is_available() is False). Install the driver (nvidia_gpu role) and converge again "
-                "to get a CUDA build."
-            ),
-        }
+        return _cpu_build(
+            version,
+            "No working NVIDIA driver on this host: the kernel environment gets the CPU build of torch "
+            "(torch.cuda.is_available() is False). Install the driver (nvidia_gpu role) and converge again "
+            "to get a CUDA build.",
+        )
     match = re.match(r"^(\d+)(\.\d+)*$", version)
     if not match:
         raise AnsibleFilterError(
@@ -61,18 +56,18 @@ def torch_build(driver_version, driver_working=True):
     for lowest, build, index in TORCH_BUILDS:
         if major >= lowest:
             return {"build": build, "index_url": index, "gpu": True, "driver": version, "warning": ""}
-    return {
-        "build": "cpu",
-        "index_url": CPU_INDEX,
-        "gpu": False,
-        "driver": version,
-        "warning": (
-            f"NVIDIA driver {version} is older than 525: no current torch CUDA build runs on it (CUDA 12 needs "
-            "525+, CUDA 13 needs 580+), so the kernel environment gets the CPU build of torch "
-            "(torch.cuda.is_available() is False). Upgrade the driver to 580 or newer (at least 525) and "
-            "converge again."
-        ),
-    }
+    return _cpu_build(
+        version,
+        f"NVIDIA driver {version} is older than 525: no current torch CUDA build runs on it (CUDA 12 needs "
+        "525+, CUDA 13 needs 580+), so the kernel environment gets the CPU build of torch "
+        "(torch.cuda.is_available() is False). Upgrade the driver to 580 or newer (at least 525) and "
+        "converge again.",
+    )
+
+
+def _cpu_build(version, warning):
+    """torch_build's answer when the GPU cannot be used: the CPU build, with the reason as its warning."""
+    return {"build": "cpu", "index_url": CPU_INDEX, "gpu": False, "driver": version, "warning": warning}
 
 
 def warn(message):

@@ -10,9 +10,11 @@ documented in library/colab_tunnel.py.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+import runpy
 import shutil
 import signal
 import socket
@@ -20,8 +22,10 @@ import stat
 import subprocess
 import sys
 import time
+import types
 
 from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import module_utils_loader
 
 ARGUMENT_SPEC = dict(
     state=dict(type="str", default="started", choices=["started", "stopped", "status"]),
@@ -50,44 +54,17 @@ class TunnelError(Exception):
         self.result = result
 
 
+# The role's process helpers, module_utils/colab_process.py: this plugin's import of them, by path
+# (an action plugin outside a collection cannot import a role's module_utils by name; see colab_tunnel_prove).
+_process = functools.cache(lambda: types.SimpleNamespace(**runpy.run_path(module_utils_loader.find_plugin("colab_process"))))
+
+
 def read_int(path):
     try:
         with open(path) as fh:
             return int(fh.read().strip())
     except (OSError, ValueError):
         return None
-
-
-def alive(pid):
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def process_info(pid):
-    """(command line, parent pid) of a live process, or (None, None) when it cannot be read.
-
-    A pid file can outlive its process and the pid be reused by any program: this is what tells
-    a process of ours from a stranger before anything is signalled.
-    """
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as fh:
-            command = fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        with open("/proc/%d/stat" % pid) as fh:
-            parent = int(fh.read().rsplit(")", 1)[1].split()[1])
-        return command, parent
-    except (OSError, ValueError, IndexError):
-        if os.path.isdir("/proc/self"):
-            return None, None
-    out = subprocess.run(["ps", "-ww", "-o", "ppid=,command=", "-p", str(pid)], capture_output=True, text=True).stdout
-    parent, _, command = out.strip().partition(" ")
-    return (command.strip(), int(parent)) if parent.isdigit() else (None, None)
 
 
 def http_answers(address, port, timeout=2.0):
@@ -225,16 +202,16 @@ class Tunnel:
         self.config_hash = None if config is None else hashlib.sha256(config + p["remote_command"].encode()).hexdigest()
     def pid(self):
         """The supervisor's pid when the pid file names a live supervisor of this very tunnel."""
-        pid = read_int(self.pidfile)
-        if not alive(pid):
+        pid, process = read_int(self.pidfile), _process()
+        if not process.pid_alive(pid):
             return None
-        command, _ = process_info(pid)
+        command, _ = process.process_info(pid)
         return pid if command and self.supervisor_script in command and self.pidfile in command else None
 
     def ssh_pid(self):
         """The ssh the supervisor runs (a child of it), else None."""
-        supervisor, pid = self.pid(), read_int(self.pidfile + ".child")
-        return pid if supervisor and alive(pid) and process_info(pid)[1] == supervisor else None
+        supervisor, pid, process = self.pid(), read_int(self.pidfile + ".child"), _process()
+        return pid if supervisor and process.pid_alive(pid) and process.process_info(pid)[1] == supervisor else None
 
     def healthy(self, wait=0.0):
         """Whether the forward carries HTTP, polled for up to wait seconds.
@@ -281,9 +258,9 @@ class Tunnel:
         try:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 10
-            while alive(pid) and time.monotonic() < deadline:
+            while _process().pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if alive(pid):
+            if _process().pid_alive(pid):
                 # The supervisor leads its own process group (it called setsid): this takes its ssh too.
                 os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:

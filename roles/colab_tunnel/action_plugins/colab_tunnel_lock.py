@@ -11,12 +11,15 @@ Options and return values are documented in library/colab_tunnel_lock.py.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
-import subprocess
+import runpy
 import time
+import types
 
 from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import module_utils_loader
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", required=True),
@@ -24,24 +27,9 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def start_time(pid):
-    """A token that changes when the pid is reused: the process start time, or None when gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        if os.path.isdir("/proc/self"):
-            return None
-    out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
-    return out or None
-
-
-def command_line(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    except OSError:
-        return subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+# The role's process helpers, module_utils/colab_process.py: this plugin's import of them, by path
+# (an action plugin outside a collection cannot import a role's module_utils by name; see colab_tunnel_prove).
+_process = functools.cache(lambda: types.SimpleNamespace(**runpy.run_path(module_utils_loader.find_plugin("colab_process"))))
 
 
 def read_holder(path):
@@ -53,7 +41,7 @@ def read_holder(path):
 
 
 def holder_alive(holder):
-    return bool(holder) and start_time(int(holder.get("pid", 0))) == holder.get("start")
+    return bool(holder) and _process().start_time(int(holder.get("pid", 0))) == holder.get("start")
 
 
 def take(path, me):
@@ -85,8 +73,8 @@ class ActionModule(ActionBase):
         run_pid = os.getppid()
         me = {
             "pid": run_pid,
-            "start": start_time(run_pid),
-            "command": command_line(run_pid),
+            "start": _process().start_time(run_pid),
+            "command": _process().command_line(run_pid),
             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         }
         result.update(path=path, holder=me)

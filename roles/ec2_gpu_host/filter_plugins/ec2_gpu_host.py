@@ -10,7 +10,8 @@ resources exist, which region and owner the aws_ec2 inventory reads, and where t
 data volume lets an instance run.
 
 ec2_gpu_host_resize_target decides whether an existing instance changes type in place;
-ec2_gpu_host_status_table shapes the owner's runtimes into the status view.
+ec2_gpu_host_status_table shapes the owner's runtimes into the status view; ec2_gpu_host_cost
+and ec2_gpu_host_summary say what the instance costs and write the provision stage's summary.
 
 ec2_gpu_host_caller_principal turns the caller's STS ARN into the identity recorded on what
 the project creates (tag colab-gpu-runtime:created-by) and compared before anything is changed.
@@ -308,6 +309,123 @@ def ec2_gpu_host_resize_target(instance, instance_types, requested_tag):
     return wanted if wanted and wanted not in (current, recorded) else ""
 
 
+
+def ec2_gpu_host_market_of(instance, tag_market):
+    """'spot' or 'on-demand': how an instance (an ec2_instance_info description) is billed.
+
+    EC2 says spot (instance_lifecycle) for instances launched as spot; the market tag the role
+    writes at launch also covers spot instances whose description lacks it.
+    """
+    instance = instance or {}
+    spot = instance.get("instance_lifecycle") == "spot" or (instance.get("tags") or {}).get(tag_market) == "spot"
+    return "spot" if spot else "on-demand"
+
+
+def ec2_gpu_host_types_for_image(instance_types, type_info, image):
+    """The instance types, in their order, whose CPU architectures include the image's (x86_64, arm64).
+
+    `type_info` is the ec2_gpu_host_instance_type_info answer's instance_types ({type: {architectures}}).
+    """
+    arch = (image or {}).get("architecture")
+    return [t for t in instance_types or [] if arch in (((type_info or {}).get(t) or {}).get("architectures") or [])]
+
+
+def ec2_gpu_host_image_root_size(image):
+    """The GiB of the image's root volume snapshot (0 when the image does not say), which the launch's root volume must reach."""
+    image = image or {}
+    root = image.get("root_device_name") or "/dev/sda1"
+    for mapping in image.get("block_device_mappings") or []:
+        if mapping.get("device_name") == root:
+            return int((mapping.get("ebs") or {}).get("volume_size") or 0)
+    return 0
+
+
+def _per_hour(price):
+    """A price as the summary writes it: "$0.5260/h", or "price unknown" when there is none."""
+    return "$%.4f/h" % float(price) if price is not None and str(price) != "" else "price unknown"
+
+
+def ec2_gpu_host_cost(instance_type, market, zone, type_info, on_demand, prices_date, region):
+    """What the instance costs per hour and where that figure comes from: {per_hour, source}.
+
+    A spot instance is priced from the spot price history of its zone (`type_info`, the
+    ec2_gpu_host_instance_type_info answer's instance_types, with spot_prices by zone); an
+    on-demand one from the dated table (`on_demand`, type -> $/h of the region). A price that
+    is not known is None, with the reason as the source: it is never guessed.
+    """
+    if market == "spot":
+        price = (((type_info or {}).get(instance_type) or {}).get("spot_prices") or {}).get(zone)
+        source = "spot price history" if price not in (None, "") else (
+            "unknown: no spot price history for %s in %s" % (instance_type, zone))
+    else:
+        price = (on_demand or {}).get(instance_type)
+        source = "on-demand table %s" % prices_date if price not in (None, "") else (
+            "unknown: %s in %s is not in the on-demand table of %s" % (instance_type, region, prices_date))
+    return {"per_hour": float(price) if price not in (None, "") else None, "source": source}
+
+
+def ec2_gpu_host_resize_text(resize, old_price, new_price):
+    """The summary's words for a type changed in place this run ('' when it was not).
+
+    `resize` is {from, to} (None or {} when the type was kept), the prices are per hour or None.
+    """
+    if not resize:
+        return ""
+    return ", resized in place from %s (%s) to %s (%s)" % (
+        resize["from"], _per_hour(old_price), resize["to"], _per_hour(new_price))
+
+
+def ec2_gpu_host_data_volume_text(attached, kept, size_setting, gb_month, region):
+    """The summary's words for the runtime's data volume ('' when it has none).
+
+    A data volume costs while it exists, instance or not. `attached` is {id, size, created} of the
+    volume this run attached (id '' when none); `kept` the volume found for the runtime
+    ({id, size, zone}, or None), named when it is not attached because `size_setting`
+    (ec2_gpu_host_data_volume_size) is 0; `gb_month` the gp3 price per GB-month.
+    """
+    attached = attached or {}
+    if attached.get("id"):
+        size = int(attached.get("size") or 0)
+        return (
+            ", data volume %s (%d GiB gp3, encrypted, %s; holds the data directory of the runtime and is kept when"
+            " the instance is terminated, about $%.2f/month)"
+            % (attached["id"], size, "created" if attached.get("created") else "attached", size * gb_month)
+        )
+    if kept and int(size_setting or 0) == 0:
+        size = int(kept.get("size") or 0)
+        return (
+            "; data volume %s (%d GiB in %s, about $%.2f/month) is kept from an earlier instance and NOT attached,"
+            " because ec2_gpu_host_data_volume_size is 0: set it above 0 to attach it (it keeps its size), or delete"
+            " it with aws ec2 delete-volume --region %s --volume-id %s"
+            % (kept.get("id", ""), size, kept.get("zone", ""), size * gb_month, region, kept.get("id", ""))
+        )
+    return ""
+
+
+def ec2_gpu_host_summary(instance, on_demand, gb_month):
+    """The one line the provision stage ends with: what runs where, how it is reached, what it costs.
+
+    `instance` holds the published facts (name, instance_id, instance_type, gpus, market, zone,
+    access, ssh_user, public_ip, image_id, image_source, cost_per_hour, cost_source, region), and
+    what this run did besides: resize ({from, to}, or None; None in check mode, which changes
+    nothing), data_volume ({id, size, created}), data_kept and data_volume_size (see
+    ec2_gpu_host_data_volume_text) and attempts (the summaries of the launches that failed).
+    `on_demand` is the region's on-demand table (the price of the type resized from).
+    """
+    i = instance
+    resize = i.get("resize") or None
+    text = "%s: %s %s (%s) %s in %s, %s as %s@%s, image %s (%s), %s (%s)" % (
+        i["name"], i["instance_id"], i["instance_type"], ", ".join(i.get("gpus") or []) or "GPU", i["market"],
+        i["zone"], i["access"], i["ssh_user"], i.get("public_ip") or i["instance_id"], i["image_id"],
+        i["image_source"], _per_hour(i.get("cost_per_hour")), i["cost_source"],
+    )
+    text += ec2_gpu_host_resize_text(resize, (on_demand or {}).get((resize or {}).get("from")), i.get("cost_per_hour"))
+    text += ec2_gpu_host_data_volume_text(
+        i.get("data_volume"), i.get("data_kept"), i.get("data_volume_size"), gb_month, i["region"])
+    attempts = list(i.get("attempts") or [])
+    return text + (", launch attempts failed: " + "; ".join(attempts) if attempts else "")
+
+
 def _parse_time(value):
     """An EC2 timestamp (ISO 8601 text or datetime) as epoch seconds, else None."""
     if isinstance(value, datetime.datetime):
@@ -383,7 +501,7 @@ def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, 
         itype = inst.get("instance_type") or ""
         state = (inst.get("state") or {}).get("name") or ""
         zone = (inst.get("placement") or {}).get("availability_zone") or ""
-        spot = inst.get("instance_lifecycle") == "spot" or tags.get(tag_market) == "spot"
+        spot = ec2_gpu_host_market_of(inst, tag_market) == "spot"
         info = (type_info or {}).get(itype) or {}
         price = (info.get("spot_prices") or {}).get(zone) if spot else (prices or {}).get(itype)
         running = state == "running"
@@ -463,4 +581,9 @@ class FilterModule:
             "ec2_gpu_host_data_volume_plan": ec2_gpu_host_data_volume_plan,
             "ec2_gpu_host_resize_target": ec2_gpu_host_resize_target,
             "ec2_gpu_host_status_table": ec2_gpu_host_status_table,
+            "ec2_gpu_host_cost": ec2_gpu_host_cost,
+            "ec2_gpu_host_market_of": ec2_gpu_host_market_of,
+            "ec2_gpu_host_types_for_image": ec2_gpu_host_types_for_image,
+            "ec2_gpu_host_image_root_size": ec2_gpu_host_image_root_size,
+            "ec2_gpu_host_summary": ec2_gpu_host_summary,
         }
