@@ -71,12 +71,13 @@ unit: venv ## pytest tests/unit: parsing, filters, decisions, plugin docs (no po
 # Two pytest-xdist workers, each taking whole test files (a file's hosts and fixtures stay
 # together): much of an end-to-end test waits on a booting host, sshd or a service. Fixtures take
 # free ports, their own containers and state dirs, so files do not meet. E2E_WORKERS=0: serially.
+# The 25 slowest tests are listed at the end: where the tier's time goes.
 E2E_WORKERS ?= 2
 
 .PHONY: e2e
 e2e: venv images ## pytest: every other test (substrate, provisioning on moto, runtime, browser, end to end)
 	@scripts/ensure-system-deps.sh chromium
-	$(BIN)/pytest --ignore=tests/unit -n $(E2E_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/unit -n $(E2E_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 .PHONY: test
 test: lint unit molecule e2e ## Everything CI runs: lint, unit tests, Molecule, end-to-end
