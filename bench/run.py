@@ -657,10 +657,10 @@ def measure_latency(b: Bench, site: Site, delays: list[float], clients: list[str
         steps = out["steps"][key] = {}
         log(f"latency: no-op site.yml at {key} ms round trip")
         site.playbook("site.yml")  # settles the host's control connection at this delay
-        steps["noop"] = timed_step(site, "site.yml")
+        steps["noop"] = timed_step(site, "site.yml", by_role=True)
         log(f"latency:   {steps['noop']}")
         site.playbook("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
-        steps["connect"] = timed_step(site, "playbooks/connect.yml")
+        steps["connect"] = timed_step(site, "playbooks/connect.yml", by_role=True)
         log(f"latency:   connect step: {steps['connect']}")
         cells("ours", "tunnel (connect.yml)", rtt)
     # Before: the stock server (no TCP_NODELAY on websocket streams) and a plain `ssh -N` forward.
@@ -709,6 +709,10 @@ def latency_lines(p: dict) -> list[str]:
         first = p["steps"].get(keys[0], {}).get(step)
         if first and first["aws_calls"]:
             lines.append("    AWS calls by operation: " + ", ".join(f"{op} {c}" for op, c in first["aws_calls"].items()))
+        for k in keys:
+            by_role = p["steps"].get(k, {}).get(step, {}).get("ansible_turns_by_role")
+            if by_role:
+                lines.append(f"    Ansible SSH turns by role at {k} ms: " + ", ".join(f"{o} {c}" for o, c in by_role.items()))
     firsts = p.get("first_converge", {})
     for key, first in firsts.items():
         lines.append(f"  first site.yml at {key} ms: {first['seconds']:.1f} s, ssh turns {first['ssh_turns']}, "
