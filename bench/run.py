@@ -22,6 +22,7 @@ Prints a table and writes bench/results/latest.json.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import datetime
 import json
@@ -567,18 +568,43 @@ def turns(site: Site) -> dict[str, int]:
     return {name: c.turns for name, c in sorted(by_label.items())}
 
 
-def timed_step(site: Site, *args: str) -> dict:
+def turns_by_role(turn_times: list[tuple[float, str]], task_log: Path) -> dict[str, int]:
+    """Ansible's SSH turns per role: each turn belongs to the last task started before it
+    (bench/callback_plugins/bench_task_log.py); tasks outside a role count under their play."""
+    starts = []
+    with contextlib.suppress(FileNotFoundError):
+        starts = [json.loads(line) for line in task_log.read_text().splitlines()]
+    starts.sort(key=lambda e: e["time"])
+    times = [e["time"] for e in starts]
+    by_role: dict[str, int] = {}
+    for when, label in turn_times:
+        if label != "ansible":
+            continue
+        i = bisect.bisect_right(times, when) - 1
+        owner = "(before the first task)" if i < 0 else (starts[i]["role"] or f"play: {starts[i]['play']}")
+        by_role[owner] = by_role.get(owner, 0) + 1
+    return dict(sorted(by_role.items(), key=lambda kv: -kv[1]))
+
+
+def timed_step(site: Site, *args: str, by_role: bool = False) -> dict:
+    """One timed run with its SSH turns and AWS calls; with by_role also Ansible's turns per role."""
     turns(site)
     site.aws_calls()
-    seconds, res = site.playbook(*args)
+    env, task_log = {}, site.work / "task-log.jsonl"
+    if by_role:
+        task_log.unlink(missing_ok=True)
+        env = {"ANSIBLE_CALLBACK_PLUGINS": str(BENCH / "callback_plugins"), "ANSIBLE_CALLBACKS_ENABLED": "bench_task_log",
+               "COLAB_BENCH_TASK_LOG": str(task_log)}  # fmt: skip
+    seconds, res = site.playbook(*args, env=env)
     aws = site.aws_calls()
-    return {
+    step = {
         "seconds": round(seconds, 2),
         "changed": total_changed(play_recap(res.stdout)),
-        "ssh_turns": turns(site),
-        "aws_calls": aws,
-        "aws_calls_total": sum(aws.values()),
     }
+    if by_role:
+        step["ansible_turns_by_role"] = turns_by_role(site.ssh_relay.turn_times(), task_log)
+    step.update({"ssh_turns": turns(site), "aws_calls": aws, "aws_calls_total": sum(aws.values())})
+    return step
 
 
 def latency(b: Bench) -> dict:
@@ -600,8 +626,20 @@ def measure_latency(b: Bench, site: Site, delays: list[float], clients: list[str
     # The first converge (provision, configure, connect) on a fresh host at the first delay.
     site.set_round_trip(delays[0])
     log(f"latency: first site.yml at {delays[0]:g} ms round trip")
-    out["first_converge"] = {f"{delays[0]:g}": timed_step(site, "site.yml")}
+    out["first_converge"] = {f"{delays[0]:g}": timed_step(site, "site.yml", by_role=True)}
     log(f"latency:   {out['first_converge']}")
+    # The same first converge at every further delay, each on a fresh instance and host of its own.
+    for rtt in delays[1:]:
+        fresh = Site(b, f"latency-first-{rtt:g}", network=True)
+        fresh.set_round_trip(rtt)
+        log(f"latency: first site.yml at {rtt:g} ms round trip (fresh host)")
+        try:
+            out["first_converge"][f"{rtt:g}"] = timed_step(fresh, "site.yml", by_role=True)
+        finally:
+            with contextlib.suppress(Exception):
+                fresh.set_round_trip(0)
+                fresh.playbook("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
+        log(f"latency:   {out['first_converge'][f'{rtt:g}']}")
     token = urllib.parse.parse_qs(urllib.parse.urlsplit(site.url()).query)["token"][0]
 
     def cells(server: str, path: str, rtt: float) -> None:
@@ -620,10 +658,10 @@ def measure_latency(b: Bench, site: Site, delays: list[float], clients: list[str
         steps = out["steps"][key] = {}
         log(f"latency: no-op site.yml at {key} ms round trip")
         site.playbook("site.yml")  # settles the host's control connection at this delay
-        steps["noop"] = timed_step(site, "site.yml")
+        steps["noop"] = timed_step(site, "site.yml", by_role=True)
         log(f"latency:   {steps['noop']}")
         site.playbook("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
-        steps["connect"] = timed_step(site, "playbooks/connect.yml")
+        steps["connect"] = timed_step(site, "playbooks/connect.yml", by_role=True)
         log(f"latency:   connect step: {steps['connect']}")
         cells("ours", "tunnel (connect.yml)", rtt)
     # Before: the stock server (no TCP_NODELAY on websocket streams) and a plain `ssh -N` forward.
@@ -672,9 +710,21 @@ def latency_lines(p: dict) -> list[str]:
         first = p["steps"].get(keys[0], {}).get(step)
         if first and first["aws_calls"]:
             lines.append("    AWS calls by operation: " + ", ".join(f"{op} {c}" for op, c in first["aws_calls"].items()))
-    for key, first in p.get("first_converge", {}).items():
+        for k in keys:
+            by_role = p["steps"].get(k, {}).get(step, {}).get("ansible_turns_by_role")
+            if by_role:
+                lines.append(f"    Ansible SSH turns by role at {k} ms: " + ", ".join(f"{o} {c}" for o, c in by_role.items()))
+    firsts = p.get("first_converge", {})
+    for key, first in firsts.items():
         lines.append(f"  first site.yml at {key} ms: {first['seconds']:.1f} s, ssh turns {first['ssh_turns']}, "
                      f"AWS calls {first['aws_calls_total']}")  # fmt: skip
+    if any("ansible_turns_by_role" in f for f in firsts.values()):
+        head = "".join(f"{k + ' ms':>12s}" for k in firsts)
+        lines.append(f"  {'first site.yml, Ansible SSH turns per role':42s}{head}")
+        owners = {o for f in firsts.values() for o in f.get("ansible_turns_by_role", {})}
+        for owner in sorted(owners, key=lambda o: -max(f.get("ansible_turns_by_role", {}).get(o, 0) for f in firsts.values())):
+            cols = "".join(f"{f.get('ansible_turns_by_role', {}).get(owner, 0):>12d}" for f in firsts.values())
+            lines.append(f"    {owner[:40]:40s}{cols}")
     return lines
 
 

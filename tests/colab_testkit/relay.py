@@ -10,7 +10,8 @@ It also counts what the network would see, per connection: bytes each way and re
 *turns* (the client sending again after the server answered: what costs one round trip each over
 a real network). Counters can be read and reset between the steps of a benchmark; given a
 ``label`` function (the client's address -> a name, e.g. which program opened the connection),
-they are also kept per label.
+they are also kept per label, and the wall-clock time of every turn is kept (``turn_times()``) so
+that a benchmark can attribute turns to the steps that caused them (e.g. Ansible's tasks).
 
 The relay runs its own event loop in a daemon thread and always stops by itself after
 ``max_seconds``; use it as a context manager::
@@ -71,6 +72,8 @@ class _Connection:
                 if self.last_direction != "up":
                     # The client speaks first, or again after the server answered: a new turn.
                     counts.turns += 1
+                    if counts is self.relay._counts:
+                        self.relay._turn_times.append((time.time(), self.label))
             else:
                 counts.bytes_down += size
         self.last_direction = direction
@@ -96,6 +99,8 @@ class DelayRelay:
         self.label = label
         self._counts = Counts()
         self._by_label: dict[str, Counts] = {}
+        # (wall-clock time, label) of each turn since the last reset; bounded like the run.
+        self._turn_times: collections.deque[tuple[float, str]] = collections.deque(maxlen=1_000_000)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -124,10 +129,16 @@ class DelayRelay:
             return {name: Counts(**c.as_dict()) for name, c in self._by_label.items()}
 
     def reset_counts(self) -> Counts:
-        """The counts so far, and start counting from zero (per label too)."""
+        """The counts so far, and start counting from zero (per label too, and the turn times)."""
         with self._lock:
             seen, self._counts, self._by_label = self._counts, Counts(), {}
+            self._turn_times.clear()
         return seen
+
+    def turn_times(self) -> list[tuple[float, str]]:
+        """(time.time(), label) of every turn since the last reset, oldest first."""
+        with self._lock:
+            return list(self._turn_times)
 
     def _labelled(self, name: str) -> Counts:
         return self._by_label.setdefault(name, Counts())

@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -56,18 +57,26 @@ def ec2(server):
     return server.client("ec2", REGION)
 
 
-def ansible_env(server, *, credentials: bool = True, faults: list | None = None, call_log: Path | None = None):
-    """What one run gets as AWS: only moto (the runner drops the caller's AWS settings)."""
+def ansible_env(
+    server, *, credentials: bool = True, faults: list | None = None, call_log: Path | None = None,
+    aws_call_log: Path | None = None,
+):
+    """What one run gets as AWS: only moto (the runner drops the caller's AWS settings).
+
+    call_log records the launches (RunInstances); aws_call_log every AWS API call of the run.
+    """
     if credentials:
         env = server.aws_env(REGION)
     else:
         env = {"AWS_ENDPOINT_URL": server.url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
     env["COLAB_OWNER"] = OWNER
-    if faults is not None or call_log is not None:
+    if faults is not None or call_log is not None or aws_call_log is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH", "")) if p)
         env["COLAB_TEST_EC2_FAULTS"] = json.dumps(faults or [])
         if call_log is not None:
             env["COLAB_TEST_EC2_CALL_LOG"] = str(call_log)
+        if aws_call_log is not None:
+            env["COLAB_TEST_AWS_CALL_LOG"] = str(aws_call_log)
     return env
 
 
@@ -205,10 +214,10 @@ def world(moto_server, tmp_path_factory):
     neighbour = foreign_instance(
         client, "colab-gpu-runtime-someone", {PROJECT_TAG: "colab-gpu-runtime", OWNER_TAG: "someone"}
     )
-    env = ansible_env(moto_server, call_log=tmp / "run-instances.jsonl")
+    env = ansible_env(moto_server, call_log=tmp / "run-instances.jsonl", aws_call_log=tmp / "aws-calls.jsonl")
     yield {
         "server": moto_server, "tmp": tmp, "client": client, "dlami": dlami, "strangers": [stranger, neighbour],
-        "env": env, "call_log": tmp / "run-instances.jsonl",
+        "env": env, "call_log": tmp / "run-instances.jsonl", "aws_call_log": tmp / "aws-calls.jsonl",
     }  # fmt: skip
     moto_server.reset()
 
@@ -298,9 +307,19 @@ class TestLifecycle:
                 assert tags(other).get(OWNER_TAG) != OWNER
 
     def test_second_run_changes_nothing(self, world):
+        world["aws_call_log"].unlink(missing_ok=True)
         proc, facts = provision(world["server"], world["tmp"], env=world["env"], **SPOT)
         ok(proc)
         assert play_recap(proc.stdout)["localhost"]["changed"] == 0, proc.stdout[-6000:]
+        # The running instance's short path: the inventory's one DescribeInstances (no refresh), the
+        # security group described once (it already is as wanted, so ec2_security_group does not
+        # run), one identity lookup for the creator check (aws_caller_info), and the spot price.
+        calls = Counter(f"{c['service']}:{c['operation']}" for c in read_calls(world["aws_call_log"]))
+        assert calls == {
+            "ec2:DescribeInstances": 1, "ec2:DescribeSecurityGroups": 1,
+            "sts:GetCallerIdentity": 1, "iam:ListAccountAliases": 1,
+            "ec2:DescribeInstanceTypes": 1, "ec2:DescribeInstanceTypeOfferings": 1, "ec2:DescribeSpotPriceHistory": 1,
+        }, calls  # fmt: skip
         assert facts["facts"]["instance_id"] == self.state["instance_id"]
         assert len(instances(world["client"])) == 1 + len(world["strangers"])
         assert len(read_calls(world["call_log"])) == 1, "no second launch"

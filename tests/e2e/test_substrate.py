@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 
 import yaml
 from colab_testkit.substrate import ansible_playbook, play_recap
@@ -80,3 +82,34 @@ def test_amazon_aws_module_reaches_moto_through_endpoint_url(moto, tmp_path):
     ec2 = moto.client("ec2", "us-east-2")
     names = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]]
     assert names == ["substrate-check"], json.dumps(names)
+
+
+def test_files_reach_the_host_through_one_dd_session(remote_host, tmp_path):
+    """ansible.cfg's transfer_method: a copied file travels through `dd` (no SFTP round trips), intact."""
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(200_000))  # several of dd's 64 KiB blocks
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": remote_host.inventory()}}))
+    playbook = tmp_path / "copy.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Copy a file to the test host",
+                    "hosts": "colab_gpu_hosts",
+                    "gather_facts": False,
+                    "become": True,
+                    "tasks": [
+                        {"name": "Copy", "ansible.builtin.copy": {"src": str(payload), "dest": "/root/payload.bin", "mode": "0600"}},
+                        {"name": "Checksum", "ansible.builtin.stat": {"path": "/root/payload.bin", "checksum_algorithm": "sha256"},
+                         "register": "copied"},
+                        {"name": "Report", "ansible.builtin.debug": {"msg": "sha256={{ copied.stat.checksum }}"}},
+                    ],
+                }
+            ]
+        )
+    )  # fmt: skip
+    res = ansible_playbook("-vvv", "-i", str(inventory), str(playbook))
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert f"sha256={hashlib.sha256(payload.read_bytes()).hexdigest()}" in res.stdout
+    assert "dd of=" in res.stdout and "sftp" not in res.stdout.lower(), res.stdout[-4000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -35,3 +36,22 @@ def test_bench_tunnel_alias_is_the_role_s():
     assert res.returncode == 0, res.stderr
     # colab_tunnel_host_alias: the inventory name when it already starts with colab-.
     assert res.stdout.strip() == "colab-gpu-runtime-bench"
+
+
+def test_turns_are_counted_for_the_task_running_when_they_happened(tmp_path):
+    log = tmp_path / "tasks.jsonl"
+    log.write_text(
+        '{"time": 10.0, "play": "Configure", "role": "", "task": "Gather"}\n'
+        '{"time": 30.0, "play": "Configure", "role": "nvidia_gpu", "task": "Detect"}\n'
+        '{"time": 20.0, "play": "Configure", "role": "idle_stop", "task": "Install"}\n'
+    )
+    turns = [(5.0, "ansible"), (11.0, "ansible"), (21.0, "ansible"), (22.0, "ansible"), (25.0, "tunnel"), (31.0, "ansible")]
+    code = (
+        "import runpy, sys, json, pathlib; f = runpy.run_path('bench/run.py')['turns_by_role']; "
+        f"print(json.dumps(f({turns!r}, pathlib.Path({str(log)!r}))))"
+    )
+    res = run("-c", code)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {
+        "idle_stop": 2, "(before the first task)": 1, "play: Configure": 1, "nvidia_gpu": 1,
+    }

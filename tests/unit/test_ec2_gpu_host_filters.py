@@ -286,3 +286,55 @@ def test_types_for_image_keep_their_order_and_the_image_architecture():
 )  # fmt: skip
 def test_image_root_size(image, size):
     assert filters.ec2_gpu_host_image_root_size(image) == size
+
+
+SG_TAGS = {"colab-gpu-runtime:project": "colab-gpu-runtime", "colab-gpu-runtime:owner": "alice", "Name": "sg"}
+
+
+def described_group(**changes) -> dict:
+    """One group as ec2_security_group_info describes it, as the module leaves it for alice at 203.0.113.7."""
+    group = {
+        "group_id": "sg-1", "group_name": "colab-gpu-runtime-alice", "description": "anything",
+        "ip_permissions": [{"ip_protocol": "tcp", "from_port": 22, "to_port": 22,
+                            "ip_ranges": [{"cidr_ip": "203.0.113.7/32", "description": "SSH from alice"}],
+                            "ipv6_ranges": [], "prefix_list_ids": [], "user_id_group_pairs": []}],
+        "ip_permissions_egress": [{"ip_protocol": "-1", "ip_ranges": [{"cidr_ip": "0.0.0.0/0"}]}],
+        "tags": {**SG_TAGS, "aws:cloudformation:stack-name": "kept by AWS"},
+    }  # fmt: skip
+    group.update(changes)
+    return group
+
+
+def in_place(groups, cidr="203.0.113.7/32"):
+    return filters.ec2_gpu_host_security_group_in_place(groups, cidr, "SSH from alice", SG_TAGS)
+
+
+def test_security_group_in_place_when_rule_and_tags_match():
+    assert in_place([described_group()]) == "sg-1"
+
+
+def rule(**changes) -> list:
+    return [{**described_group()["ip_permissions"][0], **changes}]
+
+
+@pytest.mark.parametrize(
+    "groups, cidr",
+    [
+        ([], "203.0.113.7/32"),  # no group yet: the module creates it
+        ([described_group()], "198.51.100.7/32"),  # the caller's address moved
+        ([described_group(ip_permissions=rule(ip_ranges=[{"cidr_ip": "203.0.113.7/32", "description": "old"}]))], "203.0.113.7/32"),
+        ([described_group(ip_permissions=rule() + rule(from_port=80, to_port=80))], "203.0.113.7/32"),  # an extra rule
+        ([described_group(ip_permissions=rule(ipv6_ranges=[{"cidr_ipv6": "::/0"}]))], "203.0.113.7/32"),
+        ([described_group(ip_permissions=[])], "203.0.113.7/32"),  # the rule was removed
+        ([described_group()], ""),  # SSM access: no inbound rule wanted
+        ([described_group(tags={"colab-gpu-runtime:owner": "alice"})], "203.0.113.7/32"),  # tags missing
+        ([described_group(tags={**SG_TAGS, "extra": "x"})], "203.0.113.7/32"),  # a tag the module would purge
+        ([described_group(), described_group(group_id="sg-2")], "203.0.113.7/32"),
+    ],
+)
+def test_security_group_not_in_place_runs_the_module(groups, cidr):
+    assert in_place(groups, cidr) == ""
+
+
+def test_security_group_in_place_without_rule_for_ssm_access():
+    assert in_place([described_group(ip_permissions=[])], "") == "sg-1"

@@ -163,3 +163,18 @@ def test_counts_are_kept_per_label_of_the_client(echo_server):
         **({"even": (even, 2 * even)} if even else {}),
         **({"odd": (4 - even, 2 * (4 - even))} if even < 4 else {}),
     }
+
+
+def test_turn_times_say_when_each_turn_happened(echo_server):
+    port, _ = echo_server
+    with DelayRelay("127.0.0.1", port, one_way_ms=5, label=lambda peer: "client") as relay:
+        before = time.time()
+        with connect(relay) as sock:
+            for _ in range(3):
+                echo_round_trip(sock)
+        after = time.time()
+        times = relay.turn_times()
+        assert [label for _, label in times] == ["client"] * 3
+        assert all(before <= t <= after for t, _ in times) and times == sorted(times)
+        relay.reset_counts()
+        assert relay.turn_times() == []

@@ -3,7 +3,9 @@
 """Filters of the ec2_gpu_host role.
 
 ec2_gpu_host_running picks the owner's running instance out of the aws_ec2 inventory, so a
-re-run does not describe again what the inventory has just described. The others hold the
+re-run does not describe again what the inventory has just described, and
+ec2_gpu_host_security_group_in_place tells from one description whether the security group
+already is as the settings want it (then the module that would enforce it is not run). The others hold the
 decisions the tasks would otherwise spell as Jinja loops: which launches to try in which order,
 which login user an image has, which subnets cannot reach the internet, which same-named
 resources exist, which region and owner the aws_ec2 inventory reads, and where the runtime's
@@ -85,6 +87,38 @@ def ec2_gpu_host_running(hosts_vars, region, tags):
         instance["inventory_hostname"] = host_vars.get("inventory_hostname")
         found.append(instance)
     return found
+
+
+def ec2_gpu_host_security_group_in_place(groups, cidr, rule_desc, tags):
+    """The group id if the one described group already is what ec2_security_group would make it, else "".
+
+    `groups` is ec2_security_group_info's list for the group's name and VPC; `cidr` the one
+    network SSH is open to ("" for no inbound rule, SSM access); `tags` the tags the module sets
+    with purge_tags (tags starting with "aws:" are AWS's own and never purged). Anything else
+    (another or a second rule, another rule description, a missing, changed or extra tag) is a
+    difference, and the module runs to repair it. The module leaves the description and the
+    egress rules of an existing group alone, so they are not compared.
+    """
+    if len(groups or []) != 1:
+        return ""
+    group = groups[0]
+    wanted = (
+        [{"ip_protocol": "tcp", "from_port": 22, "to_port": 22, "ip_ranges": [{"cidr_ip": cidr, "description": rule_desc}]}]
+        if cidr
+        else []
+    )
+    have = [
+        {key: rule.get(key) for key in ("ip_protocol", "from_port", "to_port", "ip_ranges")}
+        for rule in group.get("ip_permissions") or []
+        if rule.get("ipv6_ranges") in (None, []) and rule.get("prefix_list_ids") in (None, [])
+        and rule.get("user_id_group_pairs") in (None, [])
+    ]
+    if len(have) != len(group.get("ip_permissions") or []) or have != wanted:
+        return ""
+    own_tags = {k: v for k, v in (group.get("tags") or {}).items() if not str(k).startswith("aws:")}
+    if own_tags != {str(k): str(v) for k, v in (tags or {}).items()}:
+        return ""
+    return group.get("group_id") or ""
 
 
 def ec2_gpu_host_resource(described, kind, name_key):
@@ -571,6 +605,7 @@ class FilterModule:
             "ec2_gpu_host_caller_principal": ec2_gpu_host_caller_principal,
             "ec2_gpu_host_cidr_info": ec2_gpu_host_cidr_info,
             "ec2_gpu_host_resource": ec2_gpu_host_resource,
+            "ec2_gpu_host_security_group_in_place": ec2_gpu_host_security_group_in_place,
             "ec2_gpu_host_running": ec2_gpu_host_running,
             "ec2_gpu_host_launch_candidates": ec2_gpu_host_launch_candidates,
             "ec2_gpu_host_login_user": ec2_gpu_host_login_user,
