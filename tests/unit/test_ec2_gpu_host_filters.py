@@ -238,7 +238,7 @@ def test_status_table_rows():
     assert (b["market"], b["price_per_hour"], b["idle"], b["tunnel"]) == ("spot", 0.4, "unknown", "down")
     assert (c["uptime"], c["spent_since_start"], c["idle"]) == ("-", None, "-")
     assert view["lines"][0] == "3 runtime(s) for alice in us-east-2, 2 running ($0.9260/h while they run)"
-    assert view["lines"][1].split() == ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE",
+    assert view["lines"][1].split() == ["NAME", "RUNTIME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE",
                                         "AUTO-STOP", "TUNNEL", "DATA", "VOLUME"]  # fmt: skip
     assert "colab-a: the URL with its token is in /s/colab-a.url" in view["lines"]
 

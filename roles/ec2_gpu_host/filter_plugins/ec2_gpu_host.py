@@ -363,7 +363,8 @@ def _table(header, rows):
     return ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + rows]
 
 
-def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, owner, region, tag_market):
+def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, owner, region, tag_market,
+                              tag_runtime="colab-gpu-runtime:runtime"):
     """The owner's runtimes as {"rows": [...], "lines": [...]}: one dict and one table line each.
 
     `instances` come from ec2_instance_info, `type_info` from ec2_gpu_host_instance_type_info
@@ -371,6 +372,7 @@ def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, 
     status (running, healthy, url, url_file), `idle` a name to its idle auto-stop status text
     (absent: not read), `now` is epoch seconds. Several runtimes are listed by name. Data
     volumes are the EBS volumes attached beside the root volume (from the instance description).
+    The runtime name is the instance's `tag_runtime` tag ("-" for the owner's unnamed runtime).
     """
     instances = sorted(instances or [], key=lambda i: ((i.get("tags") or {}).get("Name") or "", i.get("instance_id") or ""))
     if not instances:
@@ -410,6 +412,7 @@ def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, 
         ]
         rows.append({
             "name": name,
+            "runtime": tags.get(tag_runtime) or "",
             "instance_id": inst.get("instance_id"),
             "state": state,
             "instance_type": itype,
@@ -425,10 +428,10 @@ def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, 
             "url_file": tunnel.get("url_file") or "",
             "data_volumes": data,
         })
-    header = ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE", "AUTO-STOP", "TUNNEL", "DATA VOLUME"]
+    header = ["NAME", "RUNTIME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE", "AUTO-STOP", "TUNNEL", "DATA VOLUME"]
     cells = [
         [
-            r["name"], r["state"], r["instance_type"] + (" (spot)" if r["market"] == "spot" else ""), r["gpu"], r["zone"],
+            r["name"], r["runtime"] or "-", r["state"], r["instance_type"] + (" (spot)" if r["market"] == "spot" else ""), r["gpu"], r["zone"],
             r["uptime"], "%.4f" % r["price_per_hour"] if r["price_per_hour"] is not None else "?",
             "$%.2f" % r["spent_since_start"] if r["spent_since_start"] is not None else "-",
             r["idle"], r["auto_stop"], r["tunnel"], ", ".join(r["data_volumes"]) or "-",
