@@ -193,7 +193,8 @@ def ec2_gpu_host_failure_report(failure, instance):
     `instance` says what is left: id ('' when the failed host is not one of the project's
     instances), region, type, price (per hour, or None), started (this run launched or started
     it), launched (this run launched it), stop (the stop task's result, or None when it did not
-    run) and stop_on_failure (the setting).
+    run), stop_on_failure (the setting) and runtime_arg (what the printed commands add for a named
+    runtime, e.g. " -e ec2_gpu_host_runtime_name=big").
     """
     text = " ".join(str(failure or "").split())
     if len(text) > 1500:
@@ -204,13 +205,14 @@ def ec2_gpu_host_failure_report(failure, instance):
     what = " ".join(p for p in (instance.get("type"), "in " + instance["region"]) if p)
     head = "%s -- Instance %s (%s, %s while running)" % (text, instance["id"], what, price)
     stop = instance.get("stop")
+    runtime = instance.get("runtime_arg") or ""
     stop_command = "`aws ec2 stop-instances --region %s --instance-ids %s`" % (instance["region"], instance["id"])
     if stop is not None and not stop.get("failed"):
         return (
             "%s, which this run %s, has been STOPPED so that it does not bill: while stopped only its disk costs"
-            " (gp3, about $0.08 per GB-month). Fix the cause and run `ansible-playbook site.yml` again (it starts the"
-            " same instance); to delete it: `ansible-playbook playbooks/teardown.yml -e ec2_gpu_host_terminate=%s`."
-            % (head, "launched" if instance.get("launched") else "started", instance["id"])
+            " (gp3, about $0.08 per GB-month). Fix the cause and run `ansible-playbook site.yml%s` again (it starts the"
+            " same instance); to delete it: `ansible-playbook playbooks/teardown.yml%s -e ec2_gpu_host_terminate=%s`."
+            % (head, "launched" if instance.get("launched") else "started", runtime, runtime, instance["id"])
         )
     if stop is not None:
         why = ": stopping it failed (%s)" % " ".join(str(stop.get("msg") or "").split())[:200]
