@@ -8,6 +8,8 @@ status lists both; terminating big leaves the unnamed runtime running, connected
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from colab_client import ColabClient
 from colab_testkit.substrate import (
@@ -153,11 +155,14 @@ def test_status_lists_both_runtimes_with_their_tunnels(runtimes):
     res = runtimes.run("playbooks/status.yml")
     assert res.returncode == 0, res.stdout[-4000:]
     lines = [line.strip() for line in res.stdout.splitlines()]
-    rows = {line.split()[0]: line.split() for line in lines if line.startswith(UNNAMED)}
-    assert rows[UNNAMED][1:3] == ["-", "running"] and rows[BIG][1:3] == ["big", "running"], res.stdout[-4000:]
+    header = re.split(r"\s{2,}", next(line for line in lines if line.startswith("NAME ")))
+    rows = {r[0]: dict(zip(header, r)) for r in (re.split(r"\s{2,}", line) for line in lines if line.startswith(UNNAMED))}
+    assert sorted(rows) == [UNNAMED, BIG], res.stdout[-4000:]
+    assert (rows[UNNAMED]["RUNTIME"], rows[UNNAMED]["STATE"]) == ("-", "running"), rows
+    assert (rows[BIG]["RUNTIME"], rows[BIG]["STATE"]) == ("big", "running"), rows
     big_port = int((runtimes.state_dir / f"{BIG}.port").read_text())
-    assert f"up http://localhost:{runtimes.port}/" in " ".join(rows[UNNAMED])
-    assert f"up http://localhost:{big_port}/" in " ".join(rows[BIG])
+    assert rows[UNNAMED]["TUNNEL"] == f"up http://localhost:{runtimes.port}/"
+    assert rows[BIG]["TUNNEL"] == f"up http://localhost:{big_port}/"
 
 
 def test_invalid_runtime_name_is_refused_before_anything(runtimes):

@@ -238,11 +238,20 @@ def test_status_table_rows():
     assert (b["market"], b["price_per_hour"], b["idle"], b["tunnel"]) == ("spot", 0.4, "unknown", "down")
     assert (c["uptime"], c["spent_since_start"], c["idle"]) == ("-", None, "-")
     assert view["lines"][0] == "3 runtime(s) for alice in us-east-2, 2 running ($0.9260/h while they run)"
-    assert view["lines"][1].split() == ["NAME", "RUNTIME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE",
-                                        "AUTO-STOP", "TUNNEL", "DATA", "VOLUME"]  # fmt: skip
+    assert view["lines"][1].split() == ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE",
+                                        "AUTO-STOP", "TUNNEL", "DATA", "VOLUME", "RUNTIME"]  # fmt: skip
     assert "colab-a: the URL with its token is in /s/colab-a.url" in view["lines"]
 
 
 def test_status_table_without_runtimes():
     view = filters.ec2_gpu_host_status_table([], {}, {}, {}, {}, 0, "alice", "us-east-2", "m")
     assert view == {"rows": [], "lines": ["No runtimes for alice in us-east-2."]}
+
+
+def test_status_table_names_each_runtime():
+    view = filters.ec2_gpu_host_status_table(
+        [_instance("colab-a"), _instance("colab-a-big", tags={"Name": "colab-a-big", "colab-gpu-runtime:runtime": "big"})],
+        {}, {}, {}, {}, 0, "alice", "us-east-2", "colab-gpu-runtime:market", "colab-gpu-runtime:runtime",
+    )  # fmt: skip
+    assert [(r["name"], r["runtime"]) for r in view["rows"]] == [("colab-a", ""), ("colab-a-big", "big")]
+    assert [line.split()[-1] for line in view["lines"][1:4]] == ["RUNTIME", "-", "big"]

@@ -430,13 +430,13 @@ def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, 
             "url_file": tunnel.get("url_file") or "",
             "data_volumes": data,
         })
-    header = ["NAME", "RUNTIME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE", "AUTO-STOP", "TUNNEL", "DATA VOLUME"]
+    header = ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE", "AUTO-STOP", "TUNNEL", "DATA VOLUME", "RUNTIME"]
     cells = [
         [
-            r["name"], r["runtime"] or "-", r["state"], r["instance_type"] + (" (spot)" if r["market"] == "spot" else ""), r["gpu"], r["zone"],
+            r["name"], r["state"], r["instance_type"] + (" (spot)" if r["market"] == "spot" else ""), r["gpu"], r["zone"],
             r["uptime"], "%.4f" % r["price_per_hour"] if r["price_per_hour"] is not None else "?",
             "$%.2f" % r["spent_since_start"] if r["spent_since_start"] is not None else "-",
-            r["idle"], r["auto_stop"], r["tunnel"], ", ".join(r["data_volumes"]) or "-",
+            r["idle"], r["auto_stop"], r["tunnel"], ", ".join(r["data_volumes"]) or "-", r["runtime"] or "-",
         ]
         for r in rows
     ]
