@@ -156,7 +156,8 @@ def test_status_lists_both_runtimes_with_their_tunnels(runtimes):
     assert res.returncode == 0, res.stdout[-4000:]
     lines = [line.strip() for line in res.stdout.splitlines()]
     header = re.split(r"\s{2,}", next(line for line in lines if line.startswith("NAME ")))
-    rows = {r[0]: dict(zip(header, r)) for r in (re.split(r"\s{2,}", line) for line in lines if line.startswith(UNNAMED))}
+    cells = [re.split(r"\s{2,}", line) for line in lines if line.startswith(UNNAMED)]
+    rows = {r[0]: dict(zip(header, r)) for r in cells if len(r) == len(header)}
     assert sorted(rows) == [UNNAMED, BIG], res.stdout[-4000:]
     assert (rows[UNNAMED]["RUNTIME"], rows[UNNAMED]["STATE"]) == ("-", "running"), rows
     assert (rows[BIG]["RUNTIME"], rows[BIG]["STATE"]) == ("big", "running"), rows
