@@ -235,7 +235,7 @@ def test_status_table_rows():
     assert (c["uptime"], c["spent_since_start"], c["idle"]) == ("-", None, "-")
     assert view["lines"][0] == "3 runtime(s) for alice in us-east-2, 2 running ($0.9260/h while they run)"
     assert view["lines"][1].split() == ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE",
-                                        "AUTO-STOP", "TUNNEL", "DATA", "VOLUME"]  # fmt: skip
+                                        "AUTO-STOP", "TUNNEL", "DATA", "VOLUME", "RUNTIME"]  # fmt: skip
     assert "colab-a: the URL with its token is in /s/colab-a.url" in view["lines"]
 
 
@@ -338,3 +338,12 @@ def test_security_group_not_in_place_runs_the_module(groups, cidr):
 
 def test_security_group_in_place_without_rule_for_ssm_access():
     assert in_place([described_group(ip_permissions=[])], "") == "sg-1"
+
+
+def test_status_table_names_each_runtime():
+    view = filters.ec2_gpu_host_status_table(
+        [_instance("colab-a"), _instance("colab-a-big", tags={"Name": "colab-a-big", "colab-gpu-runtime:runtime": "big"})],
+        {}, {}, {}, {}, 0, "alice", "us-east-2", "colab-gpu-runtime:market", "colab-gpu-runtime:runtime",
+    )  # fmt: skip
+    assert [(r["name"], r["runtime"]) for r in view["rows"]] == [("colab-a", ""), ("colab-a-big", "big")]
+    assert [line.split()[-1] for line in view["lines"][1:4]] == ["RUNTIME", "-", "big"]

@@ -33,10 +33,11 @@ COMMON = {
 
 
 def render_all(work: Path, cases: dict[str, tuple[str, dict]]) -> dict[str, str]:
-    """Render each (template, variables) case with the role's defaults, as the role would, in one
-    ansible-playbook run (each run costs seconds of CPU): a play per case, its variables as task
+    """Render each (template, variables) case with the role's defaults and vars, as the role would, in
+    one ansible-playbook run (each run costs seconds of CPU): a play per case, its variables as task
     variables so that they win over the defaults file like the role's own facts do."""
     defaults = str(ROOT / "roles/colab_tunnel/defaults/main.yml")
+    role_vars = str(ROOT / "roles/colab_tunnel/vars/main.yml")
     plays = [
         {
             "name": f"Render {name}",
@@ -44,7 +45,7 @@ def render_all(work: Path, cases: dict[str, tuple[str, dict]]) -> dict[str, str]
             "connection": "local",
             "gather_facts": False,
             "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-            "vars_files": [defaults],
+            "vars_files": [defaults, role_vars],
             "tasks": [
                 {
                     "name": "Render",

@@ -228,7 +228,8 @@ def ec2_gpu_host_failure_report(failure, instance):
     `instance` says what is left: id ('' when the failed host is not one of the project's
     instances), region, type, price (per hour, or None), started (this run launched or started
     it), launched (this run launched it), stop (the stop task's result, or None when it did not
-    run) and stop_on_failure (the setting).
+    run), stop_on_failure (the setting) and runtime_arg (what the printed commands add for a named
+    runtime, e.g. " -e ec2_gpu_host_runtime_name=big").
     """
     text = " ".join(str(failure or "").split())
     if len(text) > 1500:
@@ -239,13 +240,14 @@ def ec2_gpu_host_failure_report(failure, instance):
     what = " ".join(p for p in (instance.get("type"), "in " + instance["region"]) if p)
     head = "%s -- Instance %s (%s, %s while running)" % (text, instance["id"], what, price)
     stop = instance.get("stop")
+    runtime = instance.get("runtime_arg") or ""
     stop_command = "`aws ec2 stop-instances --region %s --instance-ids %s`" % (instance["region"], instance["id"])
     if stop is not None and not stop.get("failed"):
         return (
             "%s, which this run %s, has been STOPPED so that it does not bill: while stopped only its disk costs"
-            " (gp3, about $0.08 per GB-month). Fix the cause and run `ansible-playbook site.yml` again (it starts the"
-            " same instance); to delete it: `ansible-playbook playbooks/teardown.yml -e ec2_gpu_host_terminate=%s`."
-            % (head, "launched" if instance.get("launched") else "started", instance["id"])
+            " (gp3, about $0.08 per GB-month). Fix the cause and run `ansible-playbook site.yml%s` again (it starts the"
+            " same instance); to delete it: `ansible-playbook playbooks/teardown.yml%s -e ec2_gpu_host_terminate=%s`."
+            % (head, "launched" if instance.get("launched") else "started", runtime, runtime, instance["id"])
         )
     if stop is not None:
         why = ": stopping it failed (%s)" % " ".join(str(stop.get("msg") or "").split())[:200]
@@ -515,7 +517,8 @@ def _table(header, rows):
     return ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + rows]
 
 
-def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, owner, region, tag_market):
+def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, owner, region, tag_market,
+                              tag_runtime="colab-gpu-runtime:runtime"):
     """The owner's runtimes as {"rows": [...], "lines": [...]}: one dict and one table line each.
 
     `instances` come from ec2_instance_info, `type_info` from ec2_gpu_host_instance_type_info
@@ -523,6 +526,7 @@ def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, 
     status (running, healthy, url, url_file), `idle` a name to its idle auto-stop status text
     (absent: not read), `now` is epoch seconds. Several runtimes are listed by name. Data
     volumes are the EBS volumes attached beside the root volume (from the instance description).
+    The runtime name is the instance's `tag_runtime` tag ("-" for the owner's unnamed runtime).
     """
     instances = sorted(instances or [], key=lambda i: ((i.get("tags") or {}).get("Name") or "", i.get("instance_id") or ""))
     if not instances:
@@ -562,6 +566,7 @@ def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, 
         ]
         rows.append({
             "name": name,
+            "runtime": tags.get(tag_runtime) or "",
             "instance_id": inst.get("instance_id"),
             "state": state,
             "instance_type": itype,
@@ -577,13 +582,13 @@ def ec2_gpu_host_status_table(instances, type_info, prices, tunnels, idle, now, 
             "url_file": tunnel.get("url_file") or "",
             "data_volumes": data,
         })
-    header = ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE", "AUTO-STOP", "TUNNEL", "DATA VOLUME"]
+    header = ["NAME", "STATE", "TYPE", "GPU", "ZONE", "UP", "$/H", "SPENT", "IDLE", "AUTO-STOP", "TUNNEL", "DATA VOLUME", "RUNTIME"]
     cells = [
         [
             r["name"], r["state"], r["instance_type"] + (" (spot)" if r["market"] == "spot" else ""), r["gpu"], r["zone"],
             r["uptime"], "%.4f" % r["price_per_hour"] if r["price_per_hour"] is not None else "?",
             "$%.2f" % r["spent_since_start"] if r["spent_since_start"] is not None else "-",
-            r["idle"], r["auto_stop"], r["tunnel"], ", ".join(r["data_volumes"]) or "-",
+            r["idle"], r["auto_stop"], r["tunnel"], ", ".join(r["data_volumes"]) or "-", r["runtime"] or "-",
         ]
         for r in rows
     ]

@@ -1,0 +1,194 @@
+"""Two runtimes of one owner side by side: the unnamed one and "big" (site.yml against the
+emulated EC2 API, two containers playing the instances).
+
+Each gets its own instance, security group, tunnel, local port and URL file, and both URLs
+execute a cell; the key pair is shared. A run for one never reconfigures or reconnects the other;
+status lists both; terminating big leaves the unnamed runtime running, connected and with its key.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from colab_client import ColabClient
+from colab_testkit.substrate import (
+    ROOT,
+    RemoteHost,
+    ansible_playbook,
+    ec2_env,
+    free_port,
+    play_recap,
+    runtime_image,
+    seed_emulated_account,
+    write_ec2_overlay,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+OWNER = "rt"
+REGION = "us-east-2"
+UNNAMED = f"colab-gpu-runtime-{OWNER}"
+BIG = f"{UNNAMED}-big"
+RUNTIME_TAG = "colab-gpu-runtime:runtime"
+
+
+class Runtimes:
+    def __init__(self, moto, hosts: dict[str, RemoteHost], workdir) -> None:
+        self.moto, self.hosts = moto, hosts
+        self.state_dir = workdir / "state"
+        # The unnamed runtime's port, free here; "big" must be assigned another one by itself.
+        self.port = free_port()
+        # Settings, not -e: a named runtime's server port follows its assigned tunnel port.
+        settings = {"colab_tunnel_state_dir": str(self.state_dir), "colab_runtime_port": self.port}
+        self.overlays = [
+            write_ec2_overlay(workdir / name, name, host.ssh_port, host.key_path, OWNER, REGION, settings)
+            for name, host in hosts.items()
+        ]
+        self.env = ec2_env(moto.url, OWNER, REGION)
+
+    def run(self, playbook: str, *extra: str):
+        args = ["-i", "inventory/"] + [a for overlay in self.overlays for a in ("-i", str(overlay))]
+        return ansible_playbook(*args, playbook, *extra, env=self.env, root=ROOT)
+
+    def url(self, alias: str) -> str:
+        return (self.state_dir / f"{alias}.url").read_text().strip()
+
+    def pid(self, alias: str) -> int:
+        return int((self.state_dir / f"{alias}-tunnel.pid").read_text())
+
+    def ec2(self):
+        return self.moto.client("ec2", REGION)
+
+    def instances(self) -> dict[str, dict]:
+        res = self.ec2().describe_instances(Filters=[{"Name": "tag:colab-gpu-runtime:owner", "Values": [OWNER]}])
+        found = [i for r in res["Reservations"] for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+        return {tags(i)["Name"]: i for i in found}
+
+
+def tags(resource: dict) -> dict:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def cell(url: str) -> str:
+    with ColabClient(url, None, flow="http_over_ws") as client:
+        return client.execute("print(6*7)").strip()
+
+
+def flat(res) -> str:
+    return " ".join(res.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def runtimes(request, moto_server, tmp_path_factory, bookworm_image, ssh_key, _cleanup_leftover_hosts):
+    moto_server.reset()
+    seed_emulated_account(moto_server.url, REGION)
+    work = tmp_path_factory.mktemp("runtimes")
+    image = runtime_image(bookworm_image, ssh_key, work)
+    hosts = {name: RemoteHost.start(image=image, key_path=ssh_key, user="ubuntu") for name in (UNNAMED, BIG)}
+    r = Runtimes(moto_server, hosts, work)
+
+    def cleanup():
+        for name in ("", "big"):
+            r.run("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped", "-e", f"ec2_gpu_host_runtime_name={name}")
+        for host in hosts.values():
+            host.remove()
+        moto_server.reset()
+
+    request.addfinalizer(cleanup)
+    r.unnamed_run = r.run("site.yml")
+    r.big_run = r.run("site.yml", "-e", "ec2_gpu_host_runtime_name=big")
+    return r
+
+
+def test_two_runtimes_have_their_own_instances_groups_ports_and_urls(runtimes):
+    assert runtimes.unnamed_run.returncode == 0, runtimes.unnamed_run.stdout[-8000:]
+    assert runtimes.big_run.returncode == 0, runtimes.big_run.stdout[-8000:]
+    found = runtimes.instances()
+    assert sorted(found) == [UNNAMED, BIG]
+    assert found[UNNAMED]["State"]["Name"] == found[BIG]["State"]["Name"] == "running"
+    # The unnamed runtime is as before names existed; big's resources say whose they are.
+    assert RUNTIME_TAG not in tags(found[UNNAMED]) and tags(found[BIG])[RUNTIME_TAG] == "big"
+    groups = {g["GroupName"]: g for g in runtimes.ec2().describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"}
+    assert sorted(groups) == [UNNAMED, BIG]
+    assert tags(groups[BIG])[RUNTIME_TAG] == "big"
+    assert [g["GroupId"] for g in found[BIG]["SecurityGroups"]] == [groups[BIG]["GroupId"]]
+    # One key pair for the owner, used by both instances.
+    assert [k["KeyName"] for k in runtimes.ec2().describe_key_pairs()["KeyPairs"]] == [UNNAMED]
+    assert found[UNNAMED]["KeyName"] == found[BIG]["KeyName"] == UNNAMED
+    unnamed_url, big_url = runtimes.url(UNNAMED), runtimes.url(BIG)
+    big_port = int((runtimes.state_dir / f"{BIG}.port").read_text())
+    assert unnamed_url.startswith(f"http://localhost:{runtimes.port}/?token=")
+    assert big_port != runtimes.port and big_url.startswith(f"http://localhost:{big_port}/?token=")
+    assert runtimes.pid(UNNAMED) != runtimes.pid(BIG)
+    # Big's server listens on its own port on its own host.
+    assert f"localhost:{big_port} -> {BIG}:{big_port}" in flat(runtimes.big_run)
+
+
+@pytest.mark.parametrize("alias", [UNNAMED, BIG])
+def test_both_urls_execute_a_cell(runtimes, alias):
+    assert cell(runtimes.url(alias)) == "42"
+
+
+def test_a_run_for_one_runtime_leaves_the_other_alone(runtimes):
+    """Big's run ended the unnamed host before any SSH command; a re-run keeps big's port."""
+    # The unnamed host ran no task at all: it is not even in the recap.
+    assert sorted(play_recap(runtimes.big_run.stdout)) == [BIG, "localhost"], runtimes.big_run.stdout[-8000:]
+    unnamed_pid, big_pid, big_url = runtimes.pid(UNNAMED), runtimes.pid(BIG), runtimes.url(BIG)
+    again = runtimes.run("site.yml", "-e", "ec2_gpu_host_runtime_name=big")
+    assert again.returncode == 0, again.stdout[-8000:]
+    assert play_recap(again.stdout)[BIG]["changed"] == 0, again.stdout[-8000:]
+    assert (runtimes.pid(UNNAMED), runtimes.pid(BIG), runtimes.url(BIG)) == (unnamed_pid, big_pid, big_url)
+
+
+def test_an_explicit_port_of_another_runtime_is_refused(runtimes):
+    res = runtimes.run("playbooks/connect.yml", "-e", "ec2_gpu_host_runtime_name=big", "-e", f"colab_tunnel_local_port={runtimes.port}")
+    assert res.returncode != 0
+    assert (
+        f"colab_tunnel_local_port {runtimes.port} is the port of runtime {UNNAMED} (recorded in its state files): two tunnels "
+        "cannot share it."
+    ) in flat(res), res.stdout[-4000:]
+    assert cell(runtimes.url(BIG)) == "42"
+
+
+def test_status_lists_both_runtimes_with_their_tunnels(runtimes):
+    res = runtimes.run("playbooks/status.yml")
+    assert res.returncode == 0, res.stdout[-4000:]
+    lines = [line.strip() for line in res.stdout.splitlines()]
+    header = re.split(r"\s{2,}", next(line for line in lines if line.startswith("NAME ")))
+    cells = [re.split(r"\s{2,}", line) for line in lines if line.startswith(UNNAMED)]
+    rows = {r[0]: dict(zip(header, r)) for r in cells if len(r) == len(header)}
+    assert sorted(rows) == [UNNAMED, BIG], res.stdout[-4000:]
+    assert (rows[UNNAMED]["RUNTIME"], rows[UNNAMED]["STATE"]) == ("-", "running"), rows
+    assert (rows[BIG]["RUNTIME"], rows[BIG]["STATE"]) == ("big", "running"), rows
+    big_port = int((runtimes.state_dir / f"{BIG}.port").read_text())
+    assert rows[UNNAMED]["TUNNEL"] == f"up http://localhost:{runtimes.port}/"
+    assert rows[BIG]["TUNNEL"] == f"up http://localhost:{big_port}/"
+
+
+def test_invalid_runtime_name_is_refused_before_anything(runtimes):
+    res = runtimes.run("playbooks/teardown.yml", "-e", "ec2_gpu_host_runtime_name=Big_One")
+    assert res.returncode != 0
+    assert (
+        "ec2_gpu_host_runtime_name is 'Big_One': a runtime name must be 1-32 lowercase letters, digits or '-'"
+    ) in flat(res), res.stdout[-4000:]
+    assert "Fix: -e ec2_gpu_host_runtime_name=big-one, or leave it empty for the unnamed runtime." in flat(res)
+    assert sorted(runtimes.instances()) == [UNNAMED, BIG]
+
+
+def test_terminating_big_leaves_the_unnamed_runtime_running_connected_and_with_its_key(runtimes):
+    stop = runtimes.run("playbooks/connect.yml", "-e", "ec2_gpu_host_runtime_name=big", "-e", "colab_tunnel_state=stopped")
+    assert stop.returncode == 0, stop.stdout[-4000:]
+    unnamed_pid = runtimes.pid(UNNAMED)
+    res = runtimes.run("playbooks/teardown.yml", "-e", "ec2_gpu_host_runtime_name=big", "-e", "ec2_gpu_host_terminate=yes")
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert f"Kept key pair {UNNAMED}: runtime(s) {UNNAMED} still use it." in flat(res)
+    found = runtimes.instances()
+    assert sorted(found) == [UNNAMED] and found[UNNAMED]["State"]["Name"] == "running"
+    names = [g["GroupName"] for g in runtimes.ec2().describe_security_groups()["SecurityGroups"]]
+    assert UNNAMED in names and BIG not in names
+    assert [k["KeyName"] for k in runtimes.ec2().describe_key_pairs()["KeyPairs"]] == [UNNAMED]
+    # Big's port record and URL are gone with it; the unnamed runtime's tunnel never moved.
+    assert not (runtimes.state_dir / f"{BIG}.port").exists() and not (runtimes.state_dir / f"{BIG}.url").exists()
+    assert runtimes.pid(UNNAMED) == unnamed_pid
+    assert cell(runtimes.url(UNNAMED)) == "42"
