@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: measure, side by side in one run, what this project costs and what it buys.
 
-    bench/run.py [--only p1,p2,p3,latency] [--n 200] [--keep]
+    bench/run.py [--only p1,p2,p3,latency,kernelset] [--n 200] [--keep]
 
 P1  converge the runtime roles on a fresh test host vs the seed article's shell recipe on an
     identical fresh host (and the recipe as written, unpinned, which no longer works)
@@ -14,6 +14,8 @@ latency  the same product across an emulated network (a delaying relay in front 
     sshd and of the EC2 API) at each --delays round trip, side by side: cell round trips (ours
     vs stock + `ssh -N`), the connect step and a no-op site.yml in time, SSH request/response
     turns and AWS API calls
+kernelset  Colab's package set installed into the kernel environment of a fresh host: time,
+    size, imports and parity with Colab's versions (bench/kernel_set.py; not in the default run)
 
 Test hosts are podman containers named colab-bench-* (removed at the end unless --keep).
 Prints a table and writes bench/results/latest.json.
@@ -52,6 +54,7 @@ from colab_testkit.substrate import (
     ansible_playbook,
     emulated_aws_env,
     free_port,
+    load_file,
     load_role_file,
     make_ssh_key,
     play_recap,
@@ -63,6 +66,8 @@ from colab_testkit.substrate import (
     write_ec2_overlay,
 )
 
+# The kernelset phase (bench/kernel_set.py), loaded from its path: bench/ is not a package.
+kernel_set = load_file(BENCH / "kernel_set.py", "bench_kernel_set")
 RESULTS = BENCH / "results"
 AWS_HOOKS = ROOT / "tests" / "aws_hooks"
 # The latency phase's relays stop by themselves after this long (a full bench takes well under it).
@@ -822,13 +827,15 @@ def summarize(results: dict) -> list[str]:
             )
     if "latency" in results:
         lines += latency_lines(results["latency"])
+    if "kernelset" in results:
+        lines += kernel_set.lines(results["kernelset"])
     lines.append("targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in targets.items()))
     return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="colab-gpu-runtime benchmarks (see bench/README.md)")
-    parser.add_argument("--only", default="p1,p2,p3,latency", help="comma-separated phases: p1,p2,p3,latency")
+    parser.add_argument("--only", default="p1,p2,p3,latency", help="comma-separated phases: p1,p2,p3,latency, and kernelset (Colab's package set, several GB; not by default)")
     parser.add_argument("--n", type=int, default=200, help="timed executes per P3 cell")
     parser.add_argument("--delays", default="0,40", help="latency phase: emulated round trips in ms, comma-separated")
     parser.add_argument("--latency-clients", default="python,browser", help="latency phase: python, browser or both")
@@ -864,6 +871,8 @@ def main() -> int:
                 results["p3"] = p3(b, site)
         if "latency" in phases:
             results["latency"] = latency(b)
+        if "kernelset" in phases:
+            results["kernelset"] = kernel_set.kernelset(b, playbook, log)
     except Exception as err:  # still write what was measured
         results["error"] = f"{type(err).__name__}: {err}"
         print(results["error"], file=sys.stderr)

@@ -482,7 +482,12 @@ def load_role_file(role: str, relative: str, name: str | None = None) -> types.M
     and files/ scripts are copied as they are, so each is loaded from its own path.
     """
     path = ROOT / "roles" / role / relative
-    spec = importlib.util.spec_from_file_location(name or f"{role}_{path.stem}", path)
+    return load_file(path, name or f"{role}_{path.stem}")
+
+
+def load_file(path: Path, name: str) -> types.ModuleType:
+    """Import the Python file at path as module name (role files, the bench's own modules)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses (e.g. in module_utils/colab_client.py) look their module up
     spec.loader.exec_module(module)
