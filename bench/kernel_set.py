@@ -26,6 +26,7 @@ SET_FILE = ROOT / "roles/colab_runtime/files/kernel-colab.txt"
 STATED_DRIVER = "580.95.05"
 # Distributions whose module is not their name with "-" as "_".
 MODULES = {
+    "ipython": "IPython",
     "scikit-learn": "sklearn",
     "pillow": "PIL",
     "opencv-python-headless": "cv2",

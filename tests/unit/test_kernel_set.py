@@ -50,6 +50,7 @@ def test_module_names_of_distributions():
     assert KS["module_of"]("opencv-python-headless") == "cv2"
     assert KS["module_of"]("sentence-transformers") == "sentence_transformers"
     assert KS["module_of"]("torch") == "torch"
+    assert KS["module_of"]("ipython") == "IPython"
 
 
 def test_lines_report_parity_and_size():
