@@ -50,7 +50,13 @@ for dist, module in json.loads(sys.argv[1]).items():
         except md.PackageNotFoundError:
             version = None
         out[dist] = {"version": version, "error": f"{type(err).__name__}: {err}"[:300]}
-print(json.dumps({"packages": out, "python": sys.version.split()[0],
+cell = {}
+try:  # what `import torch; torch.cuda.is_available()` says in a notebook cell of this environment
+    import torch
+    cell = {"torch_cuda_build": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
+except Exception as err:
+    cell = {"error": f"{type(err).__name__}: {err}"[:300]}
+print(json.dumps({"packages": out, "python": sys.version.split()[0], "torch_cell": cell,
                   "distributions": len(list(md.distributions()))}))
 """
 
@@ -156,6 +162,7 @@ def kernelset(b, playbook, log) -> dict:
     out["distributions"] = probed["distributions"]
     out["parity"] = parity(pins, {normalize(k): v for k, v in probed["packages"].items()})
     out["torch"] = probed["packages"].get("torch", {}).get("version")
+    out["torch_cell"] = probed["torch_cell"]
     host.remove()
     return out
 
@@ -169,6 +176,8 @@ def lines(p: dict) -> list[str]:
     rows += [
         f"  converge (colab_runtime alone): {p['converge_seconds']} s; environment {p['env_bytes'] / 2**30:.2f} GiB, "
         f"{p['distributions']} distributions, Python {p['python']}, torch {p['torch']}",
+        f"  in a cell: torch built for CUDA {p['torch_cell'].get('torch_cuda_build')}, "
+        f"torch.cuda.is_available() = {p['torch_cell'].get('cuda_available')} {p['torch_cell'].get('error', '')}".rstrip(),
         f"  imports of Colab's {par['total']} top-level packages: {par['total'] - len(par['missing']) - len(par['broken'])} ok "
         f"in {p['import_seconds']} s; broken: {', '.join(par['broken']) or 'none'}; missing: {', '.join(par['missing']) or 'none'}",
         f"  at Colab's version: {len(par['same'])} of {par['total']}"

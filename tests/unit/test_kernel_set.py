@@ -56,5 +56,7 @@ def test_module_names_of_distributions():
 def test_lines_report_parity_and_size():
     par = KS["parity"]({"torch": "2.11.0", "numpy": "2.1.3"}, {"torch": {"version": "2.11.0"}, "numpy": {"version": "2.2.0"}})
     text = "\n".join(KS["lines"]({"converge_seconds": 300.0, "env_bytes": 3 * 2**30, "distributions": 200,
-                                  "python": "3.11.2", "torch": "2.11.0", "import_seconds": 20.0, "parity": par}))
+                                  "python": "3.11.2", "torch": "2.11.0", "import_seconds": 20.0, "parity": par,
+                                  "torch_cell": {"torch_cuda_build": "13.0", "cuda_available": False}}))
+    assert "torch built for CUDA 13.0, torch.cuda.is_available() = False" in text
     assert "3.00 GiB" in text and "at Colab's version: 1 of 2" in text and "numpy 2.2.0 (Colab 2.1.3)" in text
