@@ -18,29 +18,21 @@ def test_host_boots_systemd_as_pid1_and_answers_ssh(remote_host):
     assert remote_host.ssh("id", "-un").stdout.strip() == remote_host.user
 
 
-def test_ansible_reaches_host_over_ssh(remote_host, tmp_path):
+def host_play(remote_host, tmp_path, name: str, tasks: list[dict], gather_facts: bool) -> tuple:
+    """An inventory that reaches remote_host over SSH and a one-play playbook running tasks as root."""
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": remote_host.inventory()}}))
-    playbook = tmp_path / "ping.yml"
-    playbook.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "Reach the test host",
-                    "hosts": "colab_gpu_hosts",
-                    "gather_facts": True,
-                    "become": True,
-                    "tasks": [
-                        {"name": "Ping", "ansible.builtin.ping": {}},
-                        {
-                            "name": "Report the init system",
-                            "ansible.builtin.debug": {"msg": "init={{ ansible_service_mgr }} user={{ ansible_user_id }}"},
-                        },
-                    ],
-                }
-            ]
-        )
-    )
+    playbook = tmp_path / "play.yml"
+    play = {"name": name, "hosts": "colab_gpu_hosts", "gather_facts": gather_facts, "become": True, "tasks": tasks}
+    playbook.write_text(yaml.safe_dump([play]))
+    return inventory, playbook
+
+
+def test_ansible_reaches_host_over_ssh(remote_host, tmp_path):
+    inventory, playbook = host_play(remote_host, tmp_path, "Reach the test host", [
+        {"name": "Ping", "ansible.builtin.ping": {}},
+        {"name": "Report the init system", "ansible.builtin.debug": {"msg": "init={{ ansible_service_mgr }} user={{ ansible_user_id }}"}},
+    ], gather_facts=True)  # fmt: skip
     res = ansible_playbook("-i", str(inventory), str(playbook))
     assert res.returncode == 0, res.stdout
     assert "init=systemd user=root" in res.stdout
@@ -88,27 +80,12 @@ def test_files_reach_the_host_through_one_dd_session(remote_host, tmp_path):
     """ansible.cfg's transfer_method: a copied file travels through `dd` (no SFTP round trips), intact."""
     payload = tmp_path / "payload.bin"
     payload.write_bytes(os.urandom(200_000))  # several of dd's 64 KiB blocks
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": remote_host.inventory()}}))
-    playbook = tmp_path / "copy.yml"
-    playbook.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "Copy a file to the test host",
-                    "hosts": "colab_gpu_hosts",
-                    "gather_facts": False,
-                    "become": True,
-                    "tasks": [
-                        {"name": "Copy", "ansible.builtin.copy": {"src": str(payload), "dest": "/root/payload.bin", "mode": "0600"}},
-                        {"name": "Checksum", "ansible.builtin.stat": {"path": "/root/payload.bin", "checksum_algorithm": "sha256"},
-                         "register": "copied"},
-                        {"name": "Report", "ansible.builtin.debug": {"msg": "sha256={{ copied.stat.checksum }}"}},
-                    ],
-                }
-            ]
-        )
-    )  # fmt: skip
+    inventory, playbook = host_play(remote_host, tmp_path, "Copy a file to the test host", [
+        {"name": "Copy", "ansible.builtin.copy": {"src": str(payload), "dest": "/root/payload.bin", "mode": "0600"}},
+        {"name": "Checksum", "ansible.builtin.stat": {"path": "/root/payload.bin", "checksum_algorithm": "sha256"},
+         "register": "copied"},
+        {"name": "Report", "ansible.builtin.debug": {"msg": "sha256={{ copied.stat.checksum }}"}},
+    ], gather_facts=False)  # fmt: skip
     res = ansible_playbook("-vvv", "-i", str(inventory), str(playbook))
     assert res.returncode == 0, res.stdout[-4000:]
     assert f"sha256={hashlib.sha256(payload.read_bytes()).hexdigest()}" in res.stdout
