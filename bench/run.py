@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: measure, side by side in one run, what this project costs and what it buys.
 
-    bench/run.py [--only p1,p2,p3,latency,kernelset] [--n 200] [--keep]
+    bench/run.py [--only p1,p2,p3,latency,kernelset,team] [--n 200] [--keep]
 
 P1  converge the runtime roles on a fresh test host vs the seed article's shell recipe on an
     identical fresh host (and the recipe as written, unpinned, which no longer works)
@@ -16,6 +16,8 @@ latency  the same product across an emulated network (a delaying relay in front 
     turns and AWS API calls
 kernelset  Colab's package set installed into the kernel environment of a fresh host: time,
     size, imports and parity with Colab's versions (bench/kernel_set.py; not in the default run)
+team  one site.yml run for a team of 1 vs 3 runtimes, fresh and re-run (bench/team.py; not in
+    the default run)
 
 Test hosts are podman containers named colab-bench-* (removed at the end unless --keep).
 Prints a table and writes bench/results/latest.json.
@@ -68,6 +70,7 @@ from colab_testkit.substrate import (
 
 # The kernelset phase (bench/kernel_set.py), loaded from its path: bench/ is not a package.
 kernel_set = load_file(BENCH / "kernel_set.py", "bench_kernel_set")
+team = load_file(BENCH / "team.py", "bench_team")
 RESULTS = BENCH / "results"
 AWS_HOOKS = ROOT / "tests" / "aws_hooks"
 # The latency phase's relays stop by themselves after this long (a full bench takes well under it).
@@ -372,7 +375,7 @@ class Site:
 
     @property
     def ssh_config(self) -> Path:
-        return self.state_dir / "ssh_config"
+        return self.state_dir / f"{self.alias}.ssh_config"
 
     def url(self) -> str:
         return (self.state_dir / f"{self.alias}.url").read_text().strip()
@@ -829,13 +832,15 @@ def summarize(results: dict) -> list[str]:
         lines += latency_lines(results["latency"])
     if "kernelset" in results:
         lines += kernel_set.lines(results["kernelset"])
+    if "team" in results:
+        lines += team.lines(results["team"])
     lines.append("targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in targets.items()))
     return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="colab-gpu-runtime benchmarks (see bench/README.md)")
-    parser.add_argument("--only", default="p1,p2,p3,latency", help="comma-separated phases: p1,p2,p3,latency, and kernelset (Colab's package set, several GB; not by default)")
+    parser.add_argument("--only", default="p1,p2,p3,latency", help="comma-separated phases: p1,p2,p3,latency, and kernelset (Colab's package set, several GB) and team (1 vs 3 runtimes), not by default")
     parser.add_argument("--n", type=int, default=200, help="timed executes per P3 cell")
     parser.add_argument("--delays", default="0,40", help="latency phase: emulated round trips in ms, comma-separated")
     parser.add_argument("--latency-clients", default="python,browser", help="latency phase: python, browser or both")
@@ -873,6 +878,8 @@ def main() -> int:
             results["latency"] = latency(b)
         if "kernelset" in phases:
             results["kernelset"] = kernel_set.kernelset(b, playbook, log)
+        if "team" in phases:
+            results["team"] = team.team(b, log, loadavg)
     except Exception as err:  # still write what was measured
         results["error"] = f"{type(err).__name__}: {err}"
         print(results["error"], file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,32 +103,57 @@ def test_inventory_scope_reads_plain_settings_else_the_environment(settings, env
     assert (got["region"], got["owner"]) == (region, owner)
 
 
-def test_inventory_scope_matches_what_the_inventory_file_resolves(tmp_path):
-    """The filter and inventory/aws_ec2.yml's own templates must agree (the preflight relies on it)."""
+TEAM = """colab_runtimes:
+  hosts:
+    alice: {ec2_gpu_host_owner: alice}
+    carol-big: {ec2_gpu_host_runtime_name: big}
+    bob:
+      ec2_gpu_host_owner: bob
+    templated: {ec2_gpu_host_owner: "{{ x }}"}
+  vars: {ansible_connection: local, ec2_gpu_host_owner: carol}
+"""
+
+
+@pytest.mark.parametrize(
+    ("team", "owners"),
+    [
+        ("", ["scope-owner"]),
+        (TEAM, ["scope-owner", "alice", "carol", "bob"]),
+        ("colab_runtimes:\n  hosts:\n    one:\n    two: {ec2_gpu_host_owner: scope-owner}\n", ["scope-owner"]),
+        ("[not, a, team]", ["scope-owner"]),
+    ],
+)
+def test_inventory_scope_matches_what_the_inventory_file_resolves(tmp_path, team, owners):
+    """The filter and inventory/aws_ec2.yml's own templates must agree (the preflight relies on it),
+    read from the ansible.cfg's directory even from a play in a subdirectory (a refresh in playbooks/)."""
+    project = tmp_path / "project"
+    (project / "inventory" / "group_vars").mkdir(parents=True)
+    shutil.copy(ROOT / "ansible.cfg", project / "ansible.cfg")
     settings = (ROOT / "inventory" / "group_vars" / "all.yml").read_text()
+    (project / "inventory" / "group_vars" / "all.yml").write_text(settings)
+    if team:
+        (project / "inventory" / "team.yml").write_text(team)
     env = {"PATH": str(Path(sys.executable).parent), "COLAB_OWNER": "scope-owner", "AWS_REGION": "eu-west-1",
-           "HOME": str(tmp_path), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}  # fmt: skip
-    expected = filters.ec2_gpu_host_inventory_scope(settings, env)
-    # The inventory's own templates, evaluated by ansible with the same file and environment.
-    probe = tmp_path / "probe.yml"
-    # The inventory reads the settings file relative to the repository root; the probe runs elsewhere.
-    inventory = (ROOT / "inventory" / "aws_ec2.yml").read_text().replace(
-        "'inventory/group_vars/all.yml'", repr(str(ROOT / "inventory" / "group_vars" / "all.yml"))
-    )
-    data = yaml.safe_load(inventory)
+           "HOME": str(tmp_path), "ANSIBLE_CONFIG": str(project / "ansible.cfg")}  # fmt: skip
+    expected = filters.ec2_gpu_host_inventory_scope(settings, env, team)
+    # The inventory's own templates, evaluated by ansible with the same files and environment.
+    data = yaml.safe_load((ROOT / "inventory" / "aws_ec2.yml").read_text())
+    probe = project / "playbooks" / "probe.yml"
+    probe.parent.mkdir()
     probe.write_text(yaml.safe_dump([{
         "hosts": "localhost", "gather_facts": False,
-        "tasks": [{"ansible.builtin.debug": {"msg": "SCOPE={{ [region | trim, owner | trim] | to_json | b64encode }}"},
+        "tasks": [{"ansible.builtin.debug": {"msg": "SCOPE={{ [region | trim, owner] | to_json | b64encode }}"},
                    "vars": {"region": data["regions"][0], "owner": data["filters"]["tag:colab-gpu-runtime:owner"]}}],
     }]))  # fmt: skip
     out = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(probe)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=project, env=env, capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     found = re.search(r"SCOPE=([A-Za-z0-9+/=]+)", out)
     assert found, out[-3000:]
-    assert json.loads(base64.b64decode(found.group(1))) == [expected["region"], expected["owner"]]
-    assert expected == {"region": "us-east-2", "owner": "scope-owner", "region_from": "settings", "owner_from": "environment"}
+    assert json.loads(base64.b64decode(found.group(1))) == [expected["region"], expected["owners"]]
+    assert expected == {"region": "us-east-2", "owner": "scope-owner", "owners": owners, "region_from": "settings",
+                        "owner_from": "environment"}  # fmt: skip
 
 
 INSTANCE = {"id": "i-1", "region": "us-east-2", "type": "g4dn.xlarge", "price": 0.526, "started": True, "launched": True,

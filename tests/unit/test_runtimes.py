@@ -82,10 +82,19 @@ def choose(requested=0, name="", own=0, others=None, listening=()):
 
 
 def test_unnamed_runtime_keeps_its_port():
-    assert choose() == (8888, False, "")
-    # Even when a named runtime's URL file holds... nothing can: named ones never take it. Listening
-    # there is its own tunnel on a re-run.
-    assert choose(listening={8888}) == (8888, False, "")
+    assert choose() == (8888, True, "")
+    # Named ones never take it. Listening there is its own tunnel on a re-run.
+    assert choose(listening={8888}, others={"colab-gpu-runtime-alice-big": 8889}) == (8888, True, "")
+    # A changed colab_runtime_port moves it (the record follows).
+    assert choose(own=8000) == (8888, True, "")
+
+
+def test_a_teammates_unnamed_runtime_gets_the_next_free_port():
+    """Two unnamed runtimes (two owners of a team) on one machine: the second is assigned one."""
+    assert choose(others={"colab-gpu-runtime-alice": 8888}) == (8889, True, "")
+    assert choose(own=8890, others={"colab-gpu-runtime-alice": 8888}) == (8890, True, "")
+    port, _, error = choose(others={"colab-gpu-runtime-alice": 8888}, listening=set(range(8889, 9100)))
+    assert port == 0 and error.startswith("No free local port from 8889 to 9088 for runtime (unnamed)")
 
 
 def test_named_runtime_gets_the_first_free_port_above_the_unnamed_ones():

@@ -84,6 +84,7 @@ def rendered(tmp_path_factory) -> dict[str, str]:
         ),
         "unit": ("colab-tunnel.service.j2", COMMON),
         "ssh_config": ("ssh_config.j2", COMMON),
+        "index_spaced": ("ssh_config_index.j2", {**COMMON, "colab_tunnel_state_dir": str(work / "state dir")}),
         "ssh_config_ssm": (
             "ssh_config.j2",
             {
@@ -109,7 +110,7 @@ def test_launchd_agent_keeps_the_tunnel_alive(rendered):
     # The control socket's directory is re-created before ssh starts (a cleaner may empty /tmp).
     assert plist["ProgramArguments"] == [
         "/bin/sh", "-c", '/bin/mkdir -p -m 0700 "$0" && exec /usr/bin/ssh -F "$1" "$2" "$3"',
-        "/tmp/colab-gpu-runtime-501", "/Users/u/colab-gpu-runtime/.colab/ssh_config", "colab-gpu1-tunnel",
+        "/tmp/colab-gpu-runtime-501", "/Users/u/colab-gpu-runtime/.colab/colab-gpu1.ssh_config", "colab-gpu1-tunnel",
         "exec sleep infinity",
     ]  # fmt: skip
     # What launchd would run, run by a shell here: the arguments arrive intact, spaces included.
@@ -117,7 +118,7 @@ def test_launchd_agent_keeps_the_tunnel_alive(rendered):
     shown = subprocess.run(
         [*args[:2], args[2].replace("exec /usr/bin/ssh", "printf '%s|'"), *args[3:]], capture_output=True, text=True, check=True
     ).stdout
-    assert shown == f"-F|/Users/u/{LONG_DIR}/.colab/ssh_config|colab-gpu1-tunnel|exec sleep infinity|"
+    assert shown == f"-F|/Users/u/{LONG_DIR}/.colab/colab-gpu1.ssh_config|colab-gpu1-tunnel|exec sleep infinity|"
     control = Path(rendered["spaced_control"])
     assert control.is_dir() and control.stat().st_mode & 0o777 == 0o700
 
@@ -128,7 +129,7 @@ def test_systemd_user_unit_restarts_forever(rendered):
     assert unit["Service"]["Restart"] == "always"
     assert unit["Unit"]["StartLimitIntervalSec"] == "0"
     assert unit["Service"]["ExecStart"] == (
-        '/usr/bin/env ssh -F "/Users/u/colab-gpu-runtime/.colab/ssh_config" colab-gpu1-tunnel exec sleep infinity'
+        '/usr/bin/env ssh -F "/Users/u/colab-gpu-runtime/.colab/colab-gpu1.ssh_config" colab-gpu1-tunnel exec sleep infinity'
     )
     assert unit["Service"]["ExecStartPre"] == '/bin/mkdir -p -m 0700 "/tmp/colab-gpu-runtime-501"'
     assert unit["Install"]["WantedBy"] == "default.target"
@@ -187,3 +188,16 @@ def test_ssh_config_paths_with_spaces_and_percent_signs(tmp_path, rendered):
     # %C is a 40-character hash: with ssh's 17-character suffix the socket path stays far below
     # the 104 bytes a Unix socket allows, whatever the checkout's path.
     assert len(cfg["controlpath"]) == len("/tmp/colab-gpu-runtime-501/") + 40
+
+
+def test_the_index_includes_every_runtimes_entries(tmp_path, rendered):
+    """`.colab/ssh_config` (what people Include) reaches each runtime's own file, spaces and all."""
+    state = Path(rendered["index_spaced"].split('Include "')[-1].split('/*.ssh_config"')[0])
+    state.mkdir(exist_ok=True)
+    index = state / "ssh_config"
+    index.write_text(rendered["index_spaced"])
+    (state / "colab-gpu1.ssh_config").write_text(rendered["ssh_config"])
+    (state / "colab-gpu2.ssh_config").write_text(rendered["ssh_config"].replace("colab-gpu1", "colab-gpu2").replace("203.0.113.10", "203.0.113.20"))
+    assert ssh_g(str(index), "colab-gpu1-tunnel")["hostname"] == "203.0.113.10"
+    assert ssh_g(str(index), "colab-gpu2")["hostname"] == "203.0.113.20"
+

@@ -1,12 +1,13 @@
 # -*- coding: utf-8 -*-
 """Action colab_tunnel_port: the local port of one runtime's tunnel, never another runtime's.
 
-Several runtimes of one person run side by side on one controller, each with its own tunnel, URL
-file and port. The unnamed runtime keeps the port it always had (colab_runtime_port, 8888). A
-named runtime is assigned the first port above it that no other runtime's record holds and
-nothing listens on, and the choice is recorded (<state dir>/<alias>.port), so that it stays the
-same on every run: Colab remembers the URL. An explicitly set port is used as given, unless another
-runtime's record holds it. A guard file taken with flock makes read-decide-record atomic when
+Several runtimes (of one person, or a team's) run side by side on one controller, each with its
+own tunnel, URL file and port. The unnamed runtime keeps the port it always had
+(colab_runtime_port, 8888) unless another runtime holds it (a teammate's unnamed runtime connected
+from the same machine). Any other is assigned the first port above it that no other runtime's record
+holds and nothing listens on. The choice is recorded (<state dir>/<alias>.port), so that it stays
+the same on every run (Colab remembers the URL) and a runtime connected in the same run sees it.
+An explicitly set port is used as given, unless another runtime's record holds it. A guard file taken with flock makes read-decide-record atomic when
 several runtimes are connected in one run (forks). Options and return values are documented in
 library/colab_tunnel_port.py.
 """
@@ -42,8 +43,8 @@ def choose_port(requested, runtime_name, default_port, own_record, others, liste
     requested: the port set explicitly (0: none); runtime_name: "" for the unnamed runtime;
     default_port: the unnamed runtime's port; own_record: the port recorded for this runtime (0:
     none); others: {other runtime's alias: its recorded port}; listening: port -> whether
-    something listens there now. `assigned` is true when the port was chosen here (a named runtime
-    without an explicit port) and must be recorded.
+    something listens there now. `assigned` is true when the port was chosen here (no explicit
+    port) and must be recorded.
     """
     holders = {}
     for alias, port in sorted(others.items()):
@@ -56,17 +57,18 @@ def choose_port(requested, runtime_name, default_port, own_record, others, liste
                 % (requested, holders[requested])
             )
         return requested, False, ""
-    if not runtime_name:
-        return default_port, False, ""
+    if not runtime_name and default_port not in holders:
+        return default_port, True, ""
     if own_record and own_record not in holders:
         return own_record, True, ""
-    # The unnamed runtime's port is never handed to a named one: it would collide with it later.
+    # The unnamed runtime's port is never handed to another one: it would collide with it later.
     for port in range(default_port + 1, min(default_port + 1 + SEARCH_SPAN, 65536)):
         if port not in holders and not listening(port):
             return port, True, ""
     return 0, False, (
         "No free local port from %d to %d for runtime %s: other runtimes record or something listens on all of them. "
-        "Fix: set colab_tunnel_local_port to a free port." % (default_port + 1, default_port + SEARCH_SPAN, runtime_name)
+        "Fix: set colab_tunnel_local_port to a free port."
+        % (default_port + 1, default_port + SEARCH_SPAN, runtime_name or "(unnamed)")
     )
 
 

@@ -10,10 +10,12 @@ short_description: Choose the local port of a runtime's tunnel so that no two ru
 description:
   - An explicitly requested port is used as given, unless another runtime's record holds it (then the task fails
     naming that runtime).
-  - The unnamed runtime (empty I(runtime_name)) keeps I(default_port), as it always had.
-  - A named runtime keeps the port recorded for it; without a record it is assigned the first port above
-    I(default_port) that no other runtime records and nothing listens on, and the choice is recorded in
-    I(state_dir)/I(host_alias).port, so that the URL Colab remembers stays the same.
+  - The unnamed runtime (empty I(runtime_name)) keeps I(default_port), as it always had, unless another runtime
+    records it (e.g. a teammate's unnamed runtime connected from the same machine).
+  - Any other runtime keeps the port recorded for it; without a record it is assigned the first port above
+    I(default_port) that no other runtime records and nothing listens on.
+  - The choice is recorded in I(state_dir)/I(host_alias).port, so that the URL Colab remembers stays the same and
+    a runtime connected in the same run (forks) does not take it.
   - Other runtimes' ports are read from their records and from their URL files (C(<alias>.url)).
 options:
   state_dir:
@@ -75,7 +77,7 @@ port:
   returned: success
   type: int
 assigned:
-  description: True when the port was chosen for a named runtime (not requested, not the unnamed runtime's).
+  description: True when the port was chosen here and recorded (not requested).
   returned: success
   type: bool
 record:

@@ -200,26 +200,44 @@ def _plain(value):
     return text if text and "{" not in text else ""
 
 
-def ec2_gpu_host_inventory_scope(settings_text, env):
-    """The region and owner inventory/aws_ec2.yml looks for instances with.
+def ec2_gpu_host_inventory_scope(settings_text, env, team_text=""):
+    """The region and owners inventory/aws_ec2.yml looks for instances with.
 
-    The inventory cannot see extra vars (-e), only the settings file and the environment: a plain
-    value in the file, else AWS_REGION / AWS_DEFAULT_REGION / us-east-2 and COLAB_OWNER / USER.
+    The inventory cannot see extra vars (-e), only the settings file, the team file
+    (inventory/team.yml) and the environment: a plain value in the settings file, else AWS_REGION /
+    AWS_DEFAULT_REGION / us-east-2 and COLAB_OWNER / USER. `owners` adds, in order, the owner of
+    each runtime the team file lists (its own ec2_gpu_host_owner, else its group's, else the
+    settings' owner).
     """
-    try:
-        settings = yaml.safe_load(settings_text or "") or {}
-    except yaml.YAMLError:
-        settings = {}
-    if not isinstance(settings, dict):
-        settings = {}
+    settings = _yaml_mapping(settings_text)
     env = env or {}
+    owner = _plain(settings.get("ec2_gpu_host_owner")) or env.get("COLAB_OWNER") or env.get("USER") or ""
     return {
         "region": _plain(settings.get("ec2_gpu_host_region"))
         or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-2",
-        "owner": _plain(settings.get("ec2_gpu_host_owner")) or env.get("COLAB_OWNER") or env.get("USER") or "",
+        "owner": owner,
+        "owners": list(dict.fromkeys([owner] + ec2_gpu_host_team_owners(team_text, owner))),
         "region_from": "settings" if _plain(settings.get("ec2_gpu_host_region")) else "environment",
         "owner_from": "settings" if _plain(settings.get("ec2_gpu_host_owner")) else "environment",
     }
+
+
+def ec2_gpu_host_team_owners(team_text, default_owner):
+    """The owner of each runtime in the team file's group colab_runtimes, in the file's order."""
+    group = _yaml_mapping(_yaml_mapping(team_text).get("colab_runtimes"))
+    group_owner = _plain(_yaml_mapping(group.get("vars")).get("ec2_gpu_host_owner")) or default_owner
+    return [_plain(_yaml_mapping(host).get("ec2_gpu_host_owner")) or group_owner
+            for host in _yaml_mapping(group.get("hosts")).values()]
+
+
+def _yaml_mapping(value):
+    """A YAML text or an already loaded value as a dict ({} for anything else, invalid YAML included)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            value = None
+    return value if isinstance(value, dict) else {}
 
 
 def ec2_gpu_host_failure_report(failure, instance):
