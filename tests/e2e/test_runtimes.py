@@ -3,7 +3,8 @@ emulated EC2 API, two containers playing the instances).
 
 Each gets its own instance, security group, tunnel, local port and URL file, and both URLs
 execute a cell; the key pair is shared. A run for one never reconfigures or reconnects the other;
-status lists both; terminating big leaves the unnamed runtime running, connected and with its key.
+status lists both; terminating big stops its tunnel and leaves the unnamed runtime running,
+connected and with its key.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from colab_testkit.substrate import (
     ansible_playbook,
     ec2_env,
     free_port,
+    pid_alive,
     play_recap,
     runtime_image,
     seed_emulated_account,
@@ -177,9 +179,7 @@ def test_invalid_runtime_name_is_refused_before_anything(runtimes):
 
 
 def test_terminating_big_leaves_the_unnamed_runtime_running_connected_and_with_its_key(runtimes):
-    stop = runtimes.run("playbooks/connect.yml", "-e", "ec2_gpu_host_runtime_name=big", "-e", "colab_tunnel_state=stopped")
-    assert stop.returncode == 0, stop.stdout[-4000:]
-    unnamed_pid = runtimes.pid(UNNAMED)
+    unnamed_pid, big_pid = runtimes.pid(UNNAMED), runtimes.pid(BIG)
     res = runtimes.run("playbooks/teardown.yml", "-e", "ec2_gpu_host_runtime_name=big", "-e", "ec2_gpu_host_terminate=yes")
     assert res.returncode == 0, res.stdout[-6000:]
     assert f"Kept key pair {UNNAMED}: runtime(s) {UNNAMED} still use it." in flat(res)
@@ -188,7 +188,9 @@ def test_terminating_big_leaves_the_unnamed_runtime_running_connected_and_with_i
     names = [g["GroupName"] for g in runtimes.ec2().describe_security_groups()["SecurityGroups"]]
     assert UNNAMED in names and BIG not in names
     assert [k["KeyName"] for k in runtimes.ec2().describe_key_pairs()["KeyPairs"]] == [UNNAMED]
-    # Big's port record and URL are gone with it; the unnamed runtime's tunnel never moved.
-    assert not (runtimes.state_dir / f"{BIG}.port").exists() and not (runtimes.state_dir / f"{BIG}.url").exists()
+    # Big's tunnel, port record, URL and SSH entries are gone with it; the unnamed runtime's tunnel never moved.
+    for leftover in (f"{BIG}.port", f"{BIG}.url", f"{BIG}.ssh_config", f"{BIG}-tunnel.pid"):
+        assert not (runtimes.state_dir / leftover).exists(), leftover
+    assert not pid_alive(big_pid)
     assert runtimes.pid(UNNAMED) == unnamed_pid
     assert cell(runtimes.url(UNNAMED)) == "42"
