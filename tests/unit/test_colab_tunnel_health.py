@@ -32,6 +32,7 @@ def params(tmp_path, **extra):
         "state_dir": str(state), "control_dir": None, "supervisor_script": str(state / "supervisor.py"),
         "supervisor_source": None, "remote_command": "exec sleep infinity", "timeout": 5, "python": None,
         "url": "http://localhost:8888/?token=t", "url_file": str(state / "h.url"),
+        "ssh_config_index": None, "ssh_config_index_content": None,
     }  # fmt: skip
     p.update(extra)
     return p
@@ -57,3 +58,18 @@ def test_a_tunnel_that_does_not_answer_is_asked_again(action, tmp_path):
     assert tunnel.healthy()
     assert tunnel.healthy()
     assert len(action.probes) == 3
+
+
+def test_the_index_of_every_runtimes_ssh_config_is_written_beside_the_runtimes_own(action, tmp_path):
+    index = tmp_path / "state" / "ssh_config"
+    p = params(tmp_path, ssh_config=str(tmp_path / "state" / "colab-h.ssh_config"), ssh_config_index=str(index),
+               ssh_config_index_content='Include "/x/*.ssh_config"\n')  # fmt: skip
+    changed, _ = action.ensure_files(p, check_mode=False)
+    assert sorted(changed) == sorted([str(index), p["ssh_config"]])
+    assert index.read_text() == 'Include "/x/*.ssh_config"\n' and index.stat().st_mode & 0o777 == 0o600
+    # Unchanged on the next run; nothing written in check mode.
+    assert action.ensure_files(p, check_mode=False)[0] == []
+    (tmp_path / "b").mkdir()
+    other = params(tmp_path / "b", ssh_config_index=str(tmp_path / "b-index"), ssh_config_index_content="x\n")
+    assert str(tmp_path / "b-index") in action.ensure_files(other, check_mode=True)[0]
+    assert not (tmp_path / "b-index").exists()

@@ -40,6 +40,8 @@ ARGUMENT_SPEC = dict(
     remote_command=dict(type="str", default="exec sleep infinity"),
     timeout=dict(type="int", default=30),
     ssh_config_content=dict(type="str"),
+    ssh_config_index=dict(type="path"),
+    ssh_config_index_content=dict(type="str"),
     supervisor_source=dict(type="path"),
     url=dict(type="str", no_log=True),
     url_file=dict(type="path"),
@@ -175,6 +177,8 @@ def ensure_files(p, check_mode):
         ensure_private_dir(check_mode, p["control_dir"], changed)
     if p["ssh_config_content"] is not None:
         ensure_file(check_mode, p["ssh_config"], p["ssh_config_content"].encode(), 0o600, changed, diff)
+    if p["ssh_config_index"] and p["ssh_config_index_content"] is not None:
+        ensure_file(check_mode, p["ssh_config_index"], p["ssh_config_index_content"].encode(), 0o600, changed, diff)
     if p["supervisor_source"] is not None:
         source = read_bytes(p["supervisor_source"])
         if source is None:

@@ -74,6 +74,13 @@ options:
       - Content of I(ssh_config), written (mode 0600, I(state_dir) created with mode 0700) when it
         differs. A tunnel started with another configuration is replaced.
     type: str
+  ssh_config_index:
+    description:
+      - A file for people to C(Include) from their own SSH configuration, which includes every runtime's I(ssh_config).
+    type: path
+  ssh_config_index_content:
+    description: Content of I(ssh_config_index), written (mode 0600) when it differs; the tunnel does not read it.
+    type: str
   supervisor_source:
     description: File copied to I(supervisor_script) (mode 0700) when their contents differ.
     type: path
