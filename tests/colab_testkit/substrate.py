@@ -346,6 +346,40 @@ def copy_checkout(dest: Path) -> Path:
     return dest
 
 
+def flat(res: subprocess.CompletedProcess) -> str:
+    """A run's output with Ansible's line wrapping undone (what message assertions search)."""
+    return " ".join(res.stdout.split())
+
+
+def tags(resource: dict) -> dict:
+    """An AWS resource's tags as a dict."""
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def cell(url: str, code: str = "print(6*7)", flow: str = "http_over_ws") -> str:
+    """What a cell prints when executed through a runtime URL with the Colab protocol client."""
+    from colab_client import ColabClient  # the role's module_utils: on the path of the test kit's users
+
+    with ColabClient(url, None, flow=flow) as client:
+        return client.execute(code).strip()
+
+
+@dataclass
+class TunnelState:
+    """A tunnel state directory (colab_tunnel_state_dir): each runtime's URL and supervisor pid by alias."""
+
+    path: Path
+
+    def url(self, alias: str) -> str:
+        return (self.path / f"{alias}.url").read_text().strip()
+
+    def pid(self, alias: str) -> int:
+        return int((self.path / f"{alias}-tunnel.pid").read_text())
+
+    def port(self, alias: str) -> int:
+        return int((self.path / f"{alias}.port").read_text())
+
+
 def play_recap(output: str) -> dict[str, dict[str, int]]:
     """Parse PLAY RECAP lines into {host: {ok, changed, failed, ...}}."""
     recap: dict[str, dict[str, int]] = {}

@@ -39,14 +39,18 @@ def launch(client, name: str, tags: dict, state: str = "running") -> dict:
     return client.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"][0]["Instances"][0]
 
 
-def project_dir(tmp: Path, config: str | None) -> Path:
-    """A directory laid out like the repository: inventory/aws_ec2.yml (+ group_vars/all.yml)."""
+def project_dir(tmp: Path, config: str | None, team: str | None = None) -> Path:
+    """A directory laid out like the repository: ansible.cfg, inventory/aws_ec2.yml (+ group_vars/all.yml,
+    team.yml). The inventory reads its files from the directory of the ansible.cfg in use."""
     inv = tmp / "inventory"
     inv.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "ansible.cfg", tmp / "ansible.cfg")
     shutil.copy(ROOT / "inventory" / "aws_ec2.yml", inv / "aws_ec2.yml")
     if config is not None:
         (inv / "group_vars").mkdir(exist_ok=True)
         (inv / "group_vars" / "all.yml").write_text(config)
+    if team is not None:
+        (inv / "team.yml").write_text(team)
     return tmp
 
 
@@ -59,7 +63,7 @@ def inventory(server, cwd: Path, *args: str, env: dict | None = None) -> subproc
             "AWS_CONFIG_FILE": "/nonexistent/aws-config",
             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
             "PATH": f"{VENV_BIN}:{run_env.get('PATH', '')}",
-            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_CONFIG": str(cwd / "ansible.cfg"),
             "ANSIBLE_NOCOLOR": "1",
         }
     )
@@ -144,6 +148,14 @@ def test_host_variables_come_from_the_instance_tags(moto, fleet, tmp_path):
         ' -o ProxyCommand="aws ssm start-session --target %h --document-name AWS-StartSSHSession'
         f' --parameters portNumber=%p --region {REGION}"'
     )
+
+
+def test_a_team_file_adds_its_owners(moto, fleet, tmp_path):
+    team = "colab_runtimes:\n  hosts:\n    bob: {ec2_gpu_host_owner: bob}\n    mine-too:\n"
+    cwd = project_dir(tmp_path, f"ec2_gpu_host_region: {REGION}\nec2_gpu_host_owner: alice\n", team)
+    found = listing(inventory(moto, cwd, "--list"))
+    assert found["group"] == ["colab-gpu-runtime-alice", "colab-gpu-runtime-alice-ssm", "colab-gpu-runtime-bob"]
+    assert found["hostvars"]["colab-gpu-runtime-bob"]["ec2_gpu_host_instance_owner"] == "bob"
 
 
 def test_plain_config_values_win_over_the_environment(moto, fleet, tmp_path):

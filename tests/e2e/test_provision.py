@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from colab_testkit.substrate import ROOT, ansible_playbook, play_recap, seed_emulated_account, text_server
+from colab_testkit.substrate import ROOT, ansible_playbook, play_recap, seed_emulated_account, tags, text_server
 
 
 
@@ -151,11 +151,6 @@ def output(proc) -> str:
     return proc.stdout
 
 
-def flat(proc) -> str:
-    """The run's output with Ansible's line wrapping undone."""
-    return " ".join(output(proc).split())
-
-
 def ok(proc) -> None:
     assert proc.returncode == 0, output(proc)[-8000:]
 
@@ -163,10 +158,6 @@ def ok(proc) -> None:
 def instances(client, include_terminated: bool = False) -> list[dict]:
     found = [i for r in client.describe_instances()["Reservations"] for i in r["Instances"]]
     return [i for i in found if include_terminated or i["State"]["Name"] != "terminated"]
-
-
-def tags(resource: dict) -> dict:
-    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
 
 
 def leftovers(client) -> dict:

@@ -14,7 +14,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from colab_testkit.substrate import ROOT, VENV_BIN, RemoteHost, seed_emulated_account, text_server, tool, write_ec2_overlay
@@ -30,9 +29,7 @@ pytestmark = pytest.mark.timeout(600)
 
 # --------------------------------------------------------------------------- helpers
 def client(moto, service: str = "ec2", region: str = REGION):
-    return boto3.client(
-        service, endpoint_url=moto.url, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
+    return moto.client(service, region)
 
 
 def env_for(moto, **extra: str) -> dict:
@@ -304,10 +301,14 @@ def test_settings_changed_after_the_launch_are_refused_before_any_change(moto, t
 def test_instance_missing_from_the_inventory_is_stopped_and_reported(moto, tmp_path, ssh_key):
     """An inventory source that reads other settings: the launched instance is not in colab_gpu_hosts."""
     elsewhere = tmp_path / "elsewhere_aws_ec2.yml"
-    elsewhere.write_text((ROOT / "inventory" / "aws_ec2.yml").read_text().replace("'us-east-2'", f"'{OTHER_REGION}'")
-                         .replace("AWS_REGION', default=''", "NO_SUCH_VARIABLE', default=''")
-                         .replace("AWS_DEFAULT_REGION', default=''", "NO_SUCH_VARIABLE', default=''")
-                         .replace("lookup('ansible.builtin.file', 'inventory/group_vars/all.yml', errors='ignore')", "'{}'"))  # fmt: skip
+    text = (ROOT / "inventory" / "aws_ec2.yml").read_text()
+    for old, new in (("'us-east-2'", f"'{OTHER_REGION}'"),
+                     ("AWS_REGION', default=''", "NO_SUCH_VARIABLE', default=''"),
+                     ("AWS_DEFAULT_REGION', default=''", "NO_SUCH_VARIABLE', default=''"),
+                     ("lookup('ansible.builtin.file', root ~ '/inventory/group_vars/all.yml', errors='ignore')", "'{}'")):  # fmt: skip
+        assert old in text, f"inventory/aws_ec2.yml no longer has {old}: this test must rewrite it another way"
+        text = text.replace(old, new)
+    elsewhere.write_text(text)
     proc = run(moto, tmp_path, "playbooks/provision.yml", "-i", str(elsewhere), ec2_gpu_host_ssh_private_key_file=str(ssh_key))
     assert proc.returncode != 0, proc.stdout[-6000:]
     [inst] = instances(moto)

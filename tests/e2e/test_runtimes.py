@@ -12,17 +12,20 @@ from __future__ import annotations
 import re
 
 import pytest
-from colab_client import ColabClient
 from colab_testkit.substrate import (
     ROOT,
     RemoteHost,
+    TunnelState,
     ansible_playbook,
+    cell,
     ec2_env,
+    flat,
     free_port,
     pid_alive,
     play_recap,
     runtime_image,
     seed_emulated_account,
+    tags,
     write_ec2_overlay,
 )
 
@@ -38,11 +41,11 @@ RUNTIME_TAG = "colab-gpu-runtime:runtime"
 class Runtimes:
     def __init__(self, moto, hosts: dict[str, RemoteHost], workdir) -> None:
         self.moto, self.hosts = moto, hosts
-        self.state_dir = workdir / "state"
+        self.tunnels = TunnelState(workdir / "state")
         # The unnamed runtime's port, free here; "big" must be assigned another one by itself.
         self.port = free_port()
         # Settings, not -e: a named runtime's server port follows its assigned tunnel port.
-        settings = {"colab_tunnel_state_dir": str(self.state_dir), "colab_runtime_port": self.port}
+        settings = {"colab_tunnel_state_dir": str(self.tunnels.path), "colab_runtime_port": self.port}
         self.overlays = [
             write_ec2_overlay(workdir / name, name, host.ssh_port, host.key_path, OWNER, REGION, settings)
             for name, host in hosts.items()
@@ -53,12 +56,6 @@ class Runtimes:
         args = ["-i", "inventory/"] + [a for overlay in self.overlays for a in ("-i", str(overlay))]
         return ansible_playbook(*args, playbook, *extra, env=self.env, root=ROOT)
 
-    def url(self, alias: str) -> str:
-        return (self.state_dir / f"{alias}.url").read_text().strip()
-
-    def pid(self, alias: str) -> int:
-        return int((self.state_dir / f"{alias}-tunnel.pid").read_text())
-
     def ec2(self):
         return self.moto.client("ec2", REGION)
 
@@ -66,19 +63,6 @@ class Runtimes:
         res = self.ec2().describe_instances(Filters=[{"Name": "tag:colab-gpu-runtime:owner", "Values": [OWNER]}])
         found = [i for r in res["Reservations"] for i in r["Instances"] if i["State"]["Name"] != "terminated"]
         return {tags(i)["Name"]: i for i in found}
-
-
-def tags(resource: dict) -> dict:
-    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
-
-
-def cell(url: str) -> str:
-    with ColabClient(url, None, flow="http_over_ws") as client:
-        return client.execute("print(6*7)").strip()
-
-
-def flat(res) -> str:
-    return " ".join(res.stdout.split())
 
 
 @pytest.fixture(scope="module")
@@ -118,29 +102,29 @@ def test_two_runtimes_have_their_own_instances_groups_ports_and_urls(runtimes):
     # One key pair for the owner, used by both instances.
     assert [k["KeyName"] for k in runtimes.ec2().describe_key_pairs()["KeyPairs"]] == [UNNAMED]
     assert found[UNNAMED]["KeyName"] == found[BIG]["KeyName"] == UNNAMED
-    unnamed_url, big_url = runtimes.url(UNNAMED), runtimes.url(BIG)
-    big_port = int((runtimes.state_dir / f"{BIG}.port").read_text())
+    unnamed_url, big_url = runtimes.tunnels.url(UNNAMED), runtimes.tunnels.url(BIG)
+    big_port = runtimes.tunnels.port(BIG)
     assert unnamed_url.startswith(f"http://localhost:{runtimes.port}/?token=")
     assert big_port != runtimes.port and big_url.startswith(f"http://localhost:{big_port}/?token=")
-    assert runtimes.pid(UNNAMED) != runtimes.pid(BIG)
+    assert runtimes.tunnels.pid(UNNAMED) != runtimes.tunnels.pid(BIG)
     # Big's server listens on its own port on its own host.
     assert f"localhost:{big_port} -> {BIG}:{big_port}" in flat(runtimes.big_run)
 
 
 @pytest.mark.parametrize("alias", [UNNAMED, BIG])
 def test_both_urls_execute_a_cell(runtimes, alias):
-    assert cell(runtimes.url(alias)) == "42"
+    assert cell(runtimes.tunnels.url(alias)) == "42"
 
 
 def test_a_run_for_one_runtime_leaves_the_other_alone(runtimes):
     """Big's run ended the unnamed host before any SSH command; a re-run keeps big's port."""
     # The unnamed host ran no task at all: it is not even in the recap.
     assert sorted(play_recap(runtimes.big_run.stdout)) == [BIG, "localhost"], runtimes.big_run.stdout[-8000:]
-    unnamed_pid, big_pid, big_url = runtimes.pid(UNNAMED), runtimes.pid(BIG), runtimes.url(BIG)
+    unnamed_pid, big_pid, big_url = runtimes.tunnels.pid(UNNAMED), runtimes.tunnels.pid(BIG), runtimes.tunnels.url(BIG)
     again = runtimes.run("site.yml", "-e", "ec2_gpu_host_runtime_name=big")
     assert again.returncode == 0, again.stdout[-8000:]
     assert play_recap(again.stdout)[BIG]["changed"] == 0, again.stdout[-8000:]
-    assert (runtimes.pid(UNNAMED), runtimes.pid(BIG), runtimes.url(BIG)) == (unnamed_pid, big_pid, big_url)
+    assert (runtimes.tunnels.pid(UNNAMED), runtimes.tunnels.pid(BIG), runtimes.tunnels.url(BIG)) == (unnamed_pid, big_pid, big_url)
 
 
 def test_an_explicit_port_of_another_runtime_is_refused(runtimes):
@@ -150,7 +134,7 @@ def test_an_explicit_port_of_another_runtime_is_refused(runtimes):
         f"colab_tunnel_local_port {runtimes.port} is the port of runtime {UNNAMED} (recorded in its state files): two tunnels "
         "cannot share it."
     ) in flat(res), res.stdout[-4000:]
-    assert cell(runtimes.url(BIG)) == "42"
+    assert cell(runtimes.tunnels.url(BIG)) == "42"
 
 
 def test_status_lists_both_runtimes_with_their_tunnels(runtimes):
@@ -163,7 +147,7 @@ def test_status_lists_both_runtimes_with_their_tunnels(runtimes):
     assert sorted(rows) == [UNNAMED, BIG], res.stdout[-4000:]
     assert (rows[UNNAMED]["RUNTIME"], rows[UNNAMED]["STATE"]) == ("-", "running"), rows
     assert (rows[BIG]["RUNTIME"], rows[BIG]["STATE"]) == ("big", "running"), rows
-    big_port = int((runtimes.state_dir / f"{BIG}.port").read_text())
+    big_port = runtimes.tunnels.port(BIG)
     assert rows[UNNAMED]["TUNNEL"] == f"up http://localhost:{runtimes.port}/"
     assert rows[BIG]["TUNNEL"] == f"up http://localhost:{big_port}/"
 
@@ -179,7 +163,7 @@ def test_invalid_runtime_name_is_refused_before_anything(runtimes):
 
 
 def test_terminating_big_leaves_the_unnamed_runtime_running_connected_and_with_its_key(runtimes):
-    unnamed_pid, big_pid = runtimes.pid(UNNAMED), runtimes.pid(BIG)
+    unnamed_pid, big_pid = runtimes.tunnels.pid(UNNAMED), runtimes.tunnels.pid(BIG)
     res = runtimes.run("playbooks/teardown.yml", "-e", "ec2_gpu_host_runtime_name=big", "-e", "ec2_gpu_host_terminate=yes")
     assert res.returncode == 0, res.stdout[-6000:]
     assert f"Kept key pair {UNNAMED}: runtime(s) {UNNAMED} still use it." in flat(res)
@@ -190,7 +174,7 @@ def test_terminating_big_leaves_the_unnamed_runtime_running_connected_and_with_i
     assert [k["KeyName"] for k in runtimes.ec2().describe_key_pairs()["KeyPairs"]] == [UNNAMED]
     # Big's tunnel, port record, URL and SSH entries are gone with it; the unnamed runtime's tunnel never moved.
     for leftover in (f"{BIG}.port", f"{BIG}.url", f"{BIG}.ssh_config", f"{BIG}-tunnel.pid"):
-        assert not (runtimes.state_dir / leftover).exists(), leftover
+        assert not (runtimes.tunnels.path / leftover).exists(), leftover
     assert not pid_alive(big_pid)
-    assert runtimes.pid(UNNAMED) == unnamed_pid
-    assert cell(runtimes.url(UNNAMED)) == "42"
+    assert runtimes.tunnels.pid(UNNAMED) == unnamed_pid
+    assert cell(runtimes.tunnels.url(UNNAMED)) == "42"

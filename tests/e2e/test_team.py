@@ -14,16 +14,19 @@ import time
 
 import pytest
 import yaml
-from colab_client import ColabClient
 from colab_testkit.substrate import (
     RemoteHost,
+    TunnelState,
     ansible_playbook,
+    cell,
     copy_checkout,
     ec2_env,
+    flat,
     free_port,
     play_recap,
     runtime_image,
     seed_emulated_account,
+    tags,
     write_ec2_overlay,
 )
 
@@ -51,9 +54,9 @@ class Team:
         self.moto, self.hosts = moto, hosts
         self.checkout = copy_checkout(workdir / "team run")
         (self.checkout / "inventory" / "team.yml").write_text(team_file(TEAM))
-        self.state_dir = workdir / "state"
+        self.tunnels = TunnelState(workdir / "state")
         self.port = free_port()
-        settings = {"colab_tunnel_state_dir": str(self.state_dir), "colab_runtime_port": self.port}
+        settings = {"colab_tunnel_state_dir": str(self.tunnels.path), "colab_runtime_port": self.port}
         self.overlays = [
             write_ec2_overlay(workdir / name, name, host.ssh_port, host.key_path, LEAD, REGION, settings)
             for name, host in hosts.items()
@@ -69,12 +72,6 @@ class Team:
             self.seconds[label] = time.monotonic() - start
         return res
 
-    def url(self, name: str) -> str:
-        return (self.state_dir / f"{name}.url").read_text().strip()
-
-    def pid(self, name: str) -> int:
-        return int((self.state_dir / f"{name}-tunnel.pid").read_text())
-
     def ec2(self):
         return self.moto.client("ec2", REGION)
 
@@ -82,19 +79,6 @@ class Team:
         res = self.ec2().describe_instances()
         found = [i for r in res["Reservations"] for i in r["Instances"] if i["State"]["Name"] != "terminated"]
         return {tags(i)["Name"]: i for i in found}
-
-
-def tags(resource: dict) -> dict:
-    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
-
-
-def cell(url: str) -> str:
-    with ColabClient(url, None, flow="http_over_ws") as client:
-        return client.execute("print(6*7)").strip()
-
-
-def flat(res) -> str:
-    return " ".join(res.stdout.split())
 
 
 def failures(res) -> str:
@@ -149,21 +133,21 @@ def test_one_run_provisions_configures_and_connects_every_runtime(team):
 
 
 def test_every_runtime_has_its_own_port_tunnel_and_url_and_executes_a_cell(team):
-    urls = {name: team.url(name) for name in NAMES.values()}
+    urls = {name: team.tunnels.url(name) for name in NAMES.values()}
     ports = {int(re.match(r"http://localhost:([0-9]+)/\?token=", url).group(1)) for url in urls.values()}
     assert len(ports) == 3 and team.port in ports, urls
-    assert len({team.pid(name) for name in NAMES.values()}) == 3
+    assert len({team.tunnels.pid(name) for name in NAMES.values()}) == 3
     for name, url in urls.items():
         assert cell(url) == "42", name
 
 
 def test_a_re_run_of_the_team_changes_nothing(team):
-    before = {name: (team.pid(name), team.url(name)) for name in NAMES.values()}
+    before = {name: (team.tunnels.pid(name), team.tunnels.url(name)) for name in NAMES.values()}
     again = team.run("site.yml", label="no-op")
     assert again.returncode == 0, again.stdout[-8000:]
     recap = play_recap(again.stdout)
     assert {host: stats["changed"] for host, stats in recap.items()} == dict.fromkeys([*TEAM, *NAMES.values()], 0), again.stdout[-8000:]
-    assert {name: (team.pid(name), team.url(name)) for name in NAMES.values()} == before
+    assert {name: (team.tunnels.pid(name), team.tunnels.url(name)) for name in NAMES.values()} == before
     print(f"team of 3: fresh run {team.seconds['fresh']:.1f} s, no-op re-run {team.seconds['no-op']:.1f} s")
 
 
@@ -200,4 +184,4 @@ def test_one_owners_teardown_stops_only_that_runtime(team):
     assert res.returncode == 0, res.stdout[-6000:]
     states = {name: i["State"]["Name"] for name, i in team.instances().items()}
     assert states == {NAMES["tm-a"]: "running", NAMES["tm-b"]: "running", NAMES["tm-b-big"]: "stopped"}, states
-    assert cell(team.url(NAMES["tm-a"])) == "42"
+    assert cell(team.tunnels.url(NAMES["tm-a"])) == "42"

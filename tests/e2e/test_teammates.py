@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from colab_testkit.substrate import ROOT, seed_emulated_account
+from colab_testkit.substrate import ROOT, flat, seed_emulated_account, tags
 
 # pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
 from test_provision import (
@@ -24,13 +24,11 @@ from test_provision import (
     YOU,
     ansible_env,
     ec2,
-    flat,
     instances,
     leftovers,
     output,
     provision,
     run_playbook,
-    tags,
 )
 
 pytestmark = pytest.mark.timeout(900)

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from colab_testkit.substrate import ROOT, seed_emulated_account
+from colab_testkit.substrate import ROOT, flat, seed_emulated_account, tags
 
 # pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
 from test_provision import (
@@ -29,13 +29,11 @@ from test_provision import (
     YOU,
     ansible_env,
     ec2,
-    flat,
     instances,
     leftovers,
     output,
     provision,
     run_playbook,
-    tags,
 )
 
 pytestmark = pytest.mark.timeout(900)
