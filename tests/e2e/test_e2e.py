@@ -304,8 +304,10 @@ def test_onprem_example_inventory_configures_and_connects(site, tmp_path):
       colab_runtime_kernel_package_set: minimal
 """
     )
-    # The EC2 host's tunnel holds the port on this machine: close it first.
+    # The EC2 host's tunnel holds the port on this machine: close it first. Its records hold the port
+    # too (a second unnamed runtime would be given the next one): this same host takes it over.
     assert site.run("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped").returncode == 0
+    forget_records(site, HOST)
     res = site.run("site.yml", "--skip-tags", "provision", inventory=["inventory/examples/onprem.yml", str(mapping)])
     try:
         assert res.returncode == 0, res.stdout[-8000:]
@@ -317,6 +319,14 @@ def test_onprem_example_inventory_configures_and_connects(site, tmp_path):
             "playbooks/connect.yml", "-e", "colab_tunnel_state=stopped",
             inventory=["inventory/examples/onprem.yml", str(mapping)],
         )  # fmt: skip
+        # The EC2 runtime gets its port back on its next connect (later tests).
+        forget_records(site, "colab-gpu-workstation")
+
+
+def forget_records(site, alias: str) -> None:
+    """A runtime's port and URL records in the tunnel state dir, removed (colab_tunnel's forget)."""
+    for suffix in (".port", ".url"):
+        (site.state_dir / f"{alias}{suffix}").unlink(missing_ok=True)
 
 
 def test_busy_kernel_survives_a_converge_that_would_restart_the_runtime(site):
