@@ -51,6 +51,7 @@ import colab_client
 from colab_testkit.relay import DelayRelay
 from colab_testkit.substrate import (
     ROOT,
+    AwsCallLog,
     MotoServer,
     RemoteHost,
     ansible_playbook,
@@ -72,7 +73,6 @@ from colab_testkit.substrate import (
 kernel_set = load_file(BENCH / "kernel_set.py", "bench_kernel_set")
 team = load_file(BENCH / "team.py", "bench_team")
 RESULTS = BENCH / "results"
-AWS_HOOKS = ROOT / "tests" / "aws_hooks"
 # The latency phase's relays stop by themselves after this long (a full bench takes well under it).
 RELAY_MAX_S = 3 * 3600
 # Fixes the bench had to apply to a converged host to measure it (reported in the results).
@@ -332,7 +332,7 @@ class Site:
         self.port = free_port()
         self.work = b.work / name
         self.state_dir = self.work / "colab"
-        self.aws_call_log = self.work / "aws-calls.jsonl"
+        self.aws_call_log = AwsCallLog(self.work / "aws-calls.jsonl")
         self.ssh_relay = self.aws_relay = None
         ssh_port, aws_url, extra_env = self.host.ssh_port, self.moto.url, {}
         if network:
@@ -340,7 +340,7 @@ class Site:
             self.aws_relay = DelayRelay("127.0.0.1", self.moto.port, max_seconds=RELAY_MAX_S)
             b.relays += [self.ssh_relay.start(), self.aws_relay.start()]
             ssh_port, aws_url = self.ssh_relay.port, f"http://127.0.0.1:{self.aws_relay.port}"
-            extra_env = {"PYTHONPATH": str(AWS_HOOKS), "COLAB_TEST_AWS_CALL_LOG": str(self.aws_call_log)}
+            extra_env = self.aws_call_log.env()
         # The emulated account and the overlay inventory of `make demo` and the end-to-end tests,
         # with a free port and a private state dir: nothing shared with the demo or a user's tunnel.
         seed_emulated_account(self.moto.url, REGION)
@@ -356,14 +356,7 @@ class Site:
 
     def aws_calls(self) -> dict[str, int]:
         """AWS API calls logged since the last call, per operation (and the reset of the log)."""
-        calls: dict[str, int] = {}
-        with contextlib.suppress(FileNotFoundError):
-            for line in self.aws_call_log.read_text().splitlines():
-                op = json.loads(line)
-                key = f"{op['service']}:{op['operation']}"
-                calls[key] = calls.get(key, 0) + 1
-            self.aws_call_log.unlink()
-        return dict(sorted(calls.items()))
+        return self.aws_call_log.take()
 
     def playbook(self, *args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
         return playbook(["-i", "inventory/", "-i", str(self.inventory), *args], {**self.env, **(env or {})})

@@ -508,6 +508,68 @@ colab_runtime_kernel_package_set: minimal
     return directory
 
 
+# tests/aws_hooks/sitecustomize.py, loaded by every Python process of a run given it on
+# PYTHONPATH: injected EC2 faults and a log of every AWS API call.
+AWS_HOOKS = ROOT / "tests" / "aws_hooks"
+
+
+class AwsCallLog:
+    """The AWS API calls of the runs given env(), counted per operation (e.g. ``ec2:DescribeInstances``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def env(self) -> dict[str, str]:
+        pythonpath = os.pathsep.join(p for p in (str(AWS_HOOKS), os.environ.get("PYTHONPATH", "")) if p)
+        return {"PYTHONPATH": pythonpath, "COLAB_TEST_AWS_CALL_LOG": str(self.path)}
+
+    def take(self) -> dict[str, int]:
+        """The calls logged since the last take, per operation; the log starts over."""
+        calls: dict[str, int] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.path.read_text().splitlines():
+                op = json.loads(line)
+                key = f"{op['service']}:{op['operation']}"
+                calls[key] = calls.get(key, 0) + 1
+            self.path.unlink()
+        return dict(sorted(calls.items()))
+
+
+class EmulatedSite:
+    """site.yml against the emulated EC2 API, with test hosts playing the instances.
+
+    Each host gets an inventory overlay (write_ec2_overlay) that maps the instance of that name
+    onto its container's SSH port; every run reads the project's inventory/ plus the overlays,
+    from root (this checkout, or a copy of it given with copy_checkout), as the owner whose
+    settings the overlays hold. The harness of the several-runtime tests and the bench's team phase.
+    """
+
+    def __init__(
+        self, moto_url: str, hosts: dict[str, RemoteHost], workdir: Path, owner: str,
+        region: str = "us-east-2", settings: dict | None = None, root: Path | None = None,
+    ) -> None:  # fmt: skip
+        self.moto_url, self.hosts, self.owner, self.region, self.root = moto_url, hosts, owner, region, root
+        self.overlays = [
+            write_ec2_overlay(workdir / name, name, host.ssh_port, host.key_path, owner, region, settings)
+            for name, host in hosts.items()
+        ]
+        self.env = {**emulated_aws_env(moto_url, region), "COLAB_OWNER": owner}
+
+    def run(self, playbook: str, *extra: str, timeout: float = 1500, env: dict | None = None) -> subprocess.CompletedProcess:
+        args = ["-i", "inventory/"] + [a for overlay in self.overlays for a in ("-i", str(overlay))]
+        return ansible_playbook(*args, playbook, *extra, env={**self.env, **(env or {})}, root=self.root, timeout=timeout)
+
+    def ec2(self):
+        return aws_client("ec2", self.moto_url, self.region)
+
+    def instances(self, owner: str | None = None) -> dict[str, dict]:
+        """The instances that are not terminated, by Name: every owner's, or owner's only."""
+        filters = [{"Name": "tag:colab-gpu-runtime:owner", "Values": [owner]}] if owner else []
+        res = self.ec2().describe_instances(Filters=filters)
+        found = [i for r in res["Reservations"] for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+        return {tags(i)["Name"]: i for i in found}
+
+
 # --------------------------------------------------------------------------- role code under test
 def load_role_file(role: str, relative: str, name: str | None = None) -> types.ModuleType:
     """Import a role's Python file (a module in library/, a script in files/) for a unit test.

@@ -15,10 +15,8 @@ import re
 
 import pytest
 
+from colab_testkit.provisioning import DLAMI_PARAMETER, NAME, OWNER, REGION, ansible_env, base_vars, ec2, instances, output, run_playbook
 from colab_testkit.substrate import ROOT, flat, play_recap, seed_emulated_account, tags
-
-# pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
-from test_provision import DLAMI_PARAMETER, NAME, OWNER, REGION, ansible_env, base_vars, ec2, instances, output, run_playbook
 from test_teardown import OURS
 from test_teardown import teardown as teardown_playbook
 

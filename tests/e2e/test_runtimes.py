@@ -13,12 +13,10 @@ import re
 
 import pytest
 from colab_testkit.substrate import (
-    ROOT,
+    EmulatedSite,
     RemoteHost,
     TunnelState,
-    ansible_playbook,
     cell,
-    ec2_env,
     flat,
     free_port,
     pid_alive,
@@ -26,7 +24,6 @@ from colab_testkit.substrate import (
     runtime_image,
     seed_emulated_account,
     tags,
-    write_ec2_overlay,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -38,31 +35,19 @@ BIG = f"{UNNAMED}-big"
 RUNTIME_TAG = "colab-gpu-runtime:runtime"
 
 
-class Runtimes:
+class Runtimes(EmulatedSite):
+    """One owner's unnamed runtime and "big", run from this checkout."""
+
     def __init__(self, moto, hosts: dict[str, RemoteHost], workdir) -> None:
-        self.moto, self.hosts = moto, hosts
         self.tunnels = TunnelState(workdir / "state")
         # The unnamed runtime's port, free here; "big" must be assigned another one by itself.
         self.port = free_port()
         # Settings, not -e: a named runtime's server port follows its assigned tunnel port.
         settings = {"colab_tunnel_state_dir": str(self.tunnels.path), "colab_runtime_port": self.port}
-        self.overlays = [
-            write_ec2_overlay(workdir / name, name, host.ssh_port, host.key_path, OWNER, REGION, settings)
-            for name, host in hosts.items()
-        ]
-        self.env = ec2_env(moto.url, OWNER, REGION)
-
-    def run(self, playbook: str, *extra: str):
-        args = ["-i", "inventory/"] + [a for overlay in self.overlays for a in ("-i", str(overlay))]
-        return ansible_playbook(*args, playbook, *extra, env=self.env, root=ROOT)
-
-    def ec2(self):
-        return self.moto.client("ec2", REGION)
+        super().__init__(moto.url, hosts, workdir, OWNER, REGION, settings)
 
     def instances(self) -> dict[str, dict]:
-        res = self.ec2().describe_instances(Filters=[{"Name": "tag:colab-gpu-runtime:owner", "Values": [OWNER]}])
-        found = [i for r in res["Reservations"] for i in r["Instances"] if i["State"]["Name"] != "terminated"]
-        return {tags(i)["Name"]: i for i in found}
+        return super().instances(OWNER)
 
 
 @pytest.fixture(scope="module")

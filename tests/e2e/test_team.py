@@ -15,19 +15,18 @@ import time
 import pytest
 import yaml
 from colab_testkit.substrate import (
+    AwsCallLog,
+    EmulatedSite,
     RemoteHost,
     TunnelState,
-    ansible_playbook,
     cell,
     copy_checkout,
-    ec2_env,
     flat,
     free_port,
     play_recap,
     runtime_image,
     seed_emulated_account,
     tags,
-    write_ec2_overlay,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -49,36 +48,24 @@ def team_file(members: dict) -> str:
     }})  # fmt: skip
 
 
-class Team:
+class Team(EmulatedSite):
+    """The team's site: a copy of the project with inventory/team.yml, run as the lead."""
+
     def __init__(self, moto, hosts: dict[str, RemoteHost], workdir) -> None:
-        self.moto, self.hosts = moto, hosts
         self.checkout = copy_checkout(workdir / "team run")
         (self.checkout / "inventory" / "team.yml").write_text(team_file(TEAM))
         self.tunnels = TunnelState(workdir / "state")
         self.port = free_port()
         settings = {"colab_tunnel_state_dir": str(self.tunnels.path), "colab_runtime_port": self.port}
-        self.overlays = [
-            write_ec2_overlay(workdir / name, name, host.ssh_port, host.key_path, LEAD, REGION, settings)
-            for name, host in hosts.items()
-        ]
-        self.env = ec2_env(moto.url, LEAD, REGION)
+        super().__init__(moto.url, hosts, workdir, LEAD, REGION, settings, root=self.checkout)
         self.seconds: dict[str, float] = {}
 
-    def run(self, playbook: str, *extra: str, label: str = ""):
-        args = ["-i", "inventory/"] + [a for overlay in self.overlays for a in ("-i", str(overlay))]
+    def run(self, playbook: str, *extra: str, label: str = "", env: dict | None = None):
         start = time.monotonic()
-        res = ansible_playbook(*args, playbook, *extra, env=self.env, root=self.checkout, timeout=1500)
+        res = super().run(playbook, *extra, env=env)
         if label:
             self.seconds[label] = time.monotonic() - start
         return res
-
-    def ec2(self):
-        return self.moto.client("ec2", REGION)
-
-    def instances(self) -> dict[str, dict]:
-        res = self.ec2().describe_instances()
-        found = [i for r in res["Reservations"] for i in r["Instances"] if i["State"]["Name"] != "terminated"]
-        return {tags(i)["Name"]: i for i in found}
 
 
 def failures(res) -> str:
@@ -141,13 +128,19 @@ def test_every_runtime_has_its_own_port_tunnel_and_url_and_executes_a_cell(team)
         assert cell(url) == "42", name
 
 
-def test_a_re_run_of_the_team_changes_nothing(team):
+def test_a_re_run_of_the_team_changes_nothing(team, tmp_path):
     before = {name: (team.tunnels.pid(name), team.tunnels.url(name)) for name in NAMES.values()}
-    again = team.run("site.yml", label="no-op")
+    calls = AwsCallLog(tmp_path / "aws-calls.jsonl")
+    again = team.run("site.yml", label="no-op", env=calls.env())
     assert again.returncode == 0, again.stdout[-8000:]
     recap = play_recap(again.stdout)
     assert {host: stats["changed"] for host, stats in recap.items()} == dict.fromkeys([*TEAM, *NAMES.values()], 0), again.stdout[-8000:]
     assert {name: (team.tunnels.pid(name), team.tunnels.url(name)) for name in NAMES.values()} == before
+    # One AWS call per kind for the whole team: the inventory's describe (every owner at once), one
+    # security-group describe for the three runtimes, one identity lookup (aws_caller_info).
+    assert calls.take() == {
+        "ec2:DescribeInstances": 1, "ec2:DescribeSecurityGroups": 1, "iam:ListAccountAliases": 1, "sts:GetCallerIdentity": 1,
+    }  # fmt: skip
     print(f"team of 3: fresh run {team.seconds['fresh']:.1f} s, no-op re-run {team.seconds['no-op']:.1f} s")
 
 

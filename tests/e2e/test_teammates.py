@@ -10,10 +10,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from colab_testkit.substrate import ROOT, flat, seed_emulated_account, tags
-
-# pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
-from test_provision import (
+from colab_testkit.provisioning import (
     CREATOR_TAG,
     DLAMI_PARAMETER,
     NAME,
@@ -30,6 +27,7 @@ from test_provision import (
     provision,
     run_playbook,
 )
+from colab_testkit.substrate import ROOT, flat, seed_emulated_account, tags
 
 pytestmark = pytest.mark.timeout(900)
 

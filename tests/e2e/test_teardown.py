@@ -12,10 +12,7 @@ import json
 
 import pytest
 
-from colab_testkit.substrate import ROOT, flat, seed_emulated_account, tags
-
-# pytest (default "prepend" import mode) puts this module's directory, tests/e2e, on the import path.
-from test_provision import (
+from colab_testkit.provisioning import (
     CREATOR_TAG,
     DLAMI_PARAMETER,
     HOOKS,
@@ -35,6 +32,7 @@ from test_provision import (
     provision,
     run_playbook,
 )
+from colab_testkit.substrate import ROOT, flat, seed_emulated_account, tags
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -135,7 +135,7 @@ def test_port_in_use_is_refused_naming_the_holder(tunnel_host):
             tunnel_host,
             "-e", f"colab_tunnel_local_port={other}",
             "-e", f"colab_tunnel_remote_port={other}",
-            "-e", f"colab_tunnel_host_alias=colab-other",
+            "-e", "colab_tunnel_host_alias=colab-other",
         )  # fmt: skip
     assert res.returncode != 0
     # The holder is this test process (ss names it by its command, e.g. pytest or python3).

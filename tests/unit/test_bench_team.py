@@ -37,3 +37,17 @@ def test_table_puts_sizes_and_ratios_side_by_side():
     text = "\n".join(TEAM["lines"](run))
     assert "fresh run" in text and "100.0 s" in text and "250.0 s" in text and "2.50x" in text
     assert "no-op re-run" in text and "1.30x" in text and "target <= 1.5x" in text and "changed: 0 / 0" in text
+
+
+def test_noop_figure_is_the_median_sample_and_keeps_every_sample():
+    samples = [{"seconds": s, "changed": c, "hosts": 6} for s, c in ((31.0, 0), (27.5, 0), (29.0, 1), (40.2, 0), (28.1, 0))]
+    noop = TEAM["median_run"](samples)
+    assert noop["seconds"] == 29.0 and noop["samples"] == [31.0, 27.5, 29.0, 40.2, 28.1]
+    assert noop["changed_max"] == 1, "a re-run that changed something is not hidden by the median"
+    run = {"1": {"fresh": {"seconds": 90.0, "changed": 13}, "noop": TEAM["median_run"](samples[:3])},
+           "3": {"fresh": {"seconds": 150.0, "changed": 38}, "noop": noop},
+           "ratio_fresh": 1.67, "ratio_noop": 0.98, "load_before": [1.0], "load_after": [2.0]}  # fmt: skip
+    text = "\n".join(TEAM["lines"](run))
+    assert "no-op re-run, median" in text and "changed: 1 / 1" in text
+    assert "3 runtime(s), each re-run: 31.0 27.5 29.0 40.2 28.1 s" in text
+    assert "1 runtime(s), each re-run: 31.0 27.5 29.0 s" in text
