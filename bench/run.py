@@ -827,6 +827,8 @@ def summarize(results: dict) -> list[str]:
         lines += kernel_set.lines(results["kernelset"])
     if "team" in results:
         lines += team.lines(results["team"])
+        if "ratio_noop" in results["team"]:
+            targets["team_noop_ratio"] = results["team"]["ratio_noop"] <= team.NOOP_TARGET
     lines.append("targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in targets.items()))
     return lines
 

@@ -25,6 +25,9 @@ Server.SpotInstanceShutdown), which moto cannot produce.
 With COLAB_TEST_AWS_CALL_LOG set (a file path), every AWS API call of every service is appended
 to that file as one JSON line {"service", "operation"}: what the bench counts per run.
 
+With COLAB_TEST_EC2_IMAGE_LOG set (a file path), each CreateImage request's instance and block
+device mappings are appended as one JSON line: moto ignores NoDevice, so the request is the evidence.
+
 COLAB_TEST_EC2_FAULTS is a JSON list of rules, first match wins:
     [{"type": "g4dn.xlarge", "market": "on-demand", "code": "InsufficientInstanceCapacity"}]
 "type" and "market" ("spot" | "on-demand") are optional filters. A launch counts as spot
@@ -45,6 +48,7 @@ _FAULTS = os.environ.get("COLAB_TEST_EC2_FAULTS")
 _LOG = os.environ.get("COLAB_TEST_EC2_CALL_LOG")
 _INTERRUPTED = os.environ.get("COLAB_TEST_EC2_SPOT_INTERRUPTED")
 _ALL_CALLS_LOG = os.environ.get("COLAB_TEST_AWS_CALL_LOG")
+_IMAGE_LOG = os.environ.get("COLAB_TEST_EC2_IMAGE_LOG")
 _real_sleep = time.sleep
 
 
@@ -97,6 +101,11 @@ def _answer(context, **_kwargs):
     return _ErrorResponse(), parsed
 
 
+def _log_image_request(params, **_kwargs):
+    with open(_IMAGE_LOG, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"instance": params.get("InstanceId"), "mappings": params.get("BlockDeviceMappings", [])}) + "\n")
+
+
 def _log_any_call(model, **_kwargs):
     with open(_ALL_CALLS_LOG, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"service": model.service_model.service_name, "operation": model.name}) + "\n")
@@ -147,12 +156,14 @@ def _install() -> None:
             client.meta.events.register("after-call.ec2.DescribeVolumes", _add_volume_defaults)
             if _INTERRUPTED:
                 client.meta.events.register("after-call.ec2.DescribeInstances", _show_spot_interruptions)
+            if _IMAGE_LOG:
+                client.meta.events.register("before-parameter-build.ec2.CreateImage", _log_image_request)
         return client
 
     botocore.session.Session.create_client = create_client
 
 
-if _FAULTS is not None or _LOG or _INTERRUPTED or _ALL_CALLS_LOG:
+if _FAULTS is not None or _LOG or _INTERRUPTED or _ALL_CALLS_LOG or _IMAGE_LOG:
     try:
         _install()
     except ImportError:  # a Python without botocore (e.g. a tool in the same environment)

@@ -39,6 +39,8 @@ CREATOR_TAG = "colab-gpu-runtime:created-by"
 REQUESTED_TAG = "colab-gpu-runtime:requested-type"
 # The caller moto reports for the emulated account.
 YOU = "arn:aws:sts::123456789012:user/moto"
+# The tags everything this owner's runs create carries.
+OURS = {PROJECT_TAG: "colab-gpu-runtime", OWNER_TAG: OWNER, CREATOR_TAG: YOU}
 SSH_CIDR = "203.0.113.7/32"
 HOOKS = AWS_HOOKS
 # moto ships Canonical's xenial image and a Deep Learning AMI (Ubuntu) owned by AWS.
@@ -132,12 +134,10 @@ def provision(server, tmp: Path, *args: str, env: dict | None = None, **override
     return proc, facts
 
 
-def teardown(server, tmp: Path, terminate: str = "", env: dict | None = None):
-    return run_playbook(
-        ROOT / "playbooks" / "teardown.yml",
-        env or ansible_env(server),
-        {"ec2_gpu_host_region": REGION, "ec2_gpu_host_terminate": terminate},
-    )
+def teardown(server, env: dict | None = None, **variables):
+    """Run playbooks/teardown.yml with the given settings (e.g. ec2_gpu_host_terminate=...)."""
+    variables = {"ec2_gpu_host_region": REGION, **variables}
+    return run_playbook(ROOT / "playbooks" / "teardown.yml", env or ansible_env(server), variables)
 
 
 def output(proc) -> str:

@@ -15,10 +15,9 @@ import re
 
 import pytest
 
-from colab_testkit.provisioning import DLAMI_PARAMETER, NAME, OWNER, REGION, ansible_env, base_vars, ec2, instances, output, run_playbook
+from colab_testkit.provisioning import DLAMI_PARAMETER, NAME, OURS, OWNER, REGION, ansible_env, base_vars, ec2, instances, output, run_playbook
+from colab_testkit.provisioning import teardown as teardown_playbook
 from colab_testkit.substrate import ROOT, flat, play_recap, seed_emulated_account, tags
-from test_teardown import OURS
-from test_teardown import teardown as teardown_playbook
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -109,8 +108,15 @@ class TestDataVolumeLifecycle:
 
     def test_terminate_keeps_the_volume_and_says_what_it_costs(self, world):
         client = world["client"]
-        proc = teardown(world["server"], ec2_gpu_host_terminate=self.state["instance"])
+        images = world["tmp"] / "create-image.jsonl"
+        env = {**hooked_env(world["server"]), "COLAB_TEST_EC2_IMAGE_LOG": str(images)}
+        proc = teardown_playbook(world["server"], env, ec2_gpu_host_terminate=self.state["instance"], ec2_gpu_host_final_snapshot=True)
         assert proc.returncode == 0, output(proc)[-6000:]
+        # The final image leaves the kept volume out (an instance launched from it attaches the
+        # volume itself at /dev/sdf). moto ignores NoDevice: the request is the evidence.
+        [request] = [json.loads(line) for line in images.read_text().splitlines()]
+        assert request == {"instance": self.state["instance"], "mappings": [{"DeviceName": "/dev/sdf", "Ebs": {}, "NoDevice": ""}]}, request
+        assert "Final image ami-" in flat(proc), output(proc)[-4000:]
         assert instance(client, self.state["instance"])["State"]["Name"] == "terminated"
         [volume] = data_volumes(client)
         assert (volume["VolumeId"], volume["State"]) == (self.state["volume"], "available")

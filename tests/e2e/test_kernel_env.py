@@ -14,8 +14,8 @@ import time
 
 import pytest
 from colab_client import ColabClient
+from colab_testkit.runtime_host import SERVICE, Runtime, start_host
 from colab_testkit.substrate import free_port, http_get, play_recap, runtime_image
-from test_colab_runtime import SERVICE, Runtime, start_host
 
 # Each test converges or restarts the host at least once: minutes each on a busy machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

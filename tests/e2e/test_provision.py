@@ -219,7 +219,7 @@ class TestLifecycle:
 
     def test_teardown_stops_only_ours(self, world):
         client = world["client"]
-        proc = teardown(world["server"], world["tmp"])
+        proc = teardown(world["server"])
         ok(proc)
         states = {i["InstanceId"]: i["State"]["Name"] for i in instances(client)}
         assert states[self.state["instance_id"]] == "stopped"
@@ -239,7 +239,7 @@ class TestLifecycle:
                 {"Key": OWNER_TAG, "Value": OWNER}]}],
         )["Instances"][0]["InstanceId"]  # fmt: skip
 
-        proc = teardown(world["server"], world["tmp"], terminate=self.state["instance_id"])
+        proc = teardown(world["server"], ec2_gpu_host_terminate=self.state["instance_id"])
         ok(proc)
         states = {i["InstanceId"]: i["State"]["Name"] for i in instances(client, include_terminated=True)}
         assert states[self.state["instance_id"]] == "terminated"

@@ -17,9 +17,9 @@ from colab_testkit.provisioning import (
     DLAMI_PARAMETER,
     HOOKS,
     NAME,
+    OURS,
     OWNER,
     OWNER_TAG,
-    PROJECT_TAG,
     REGION,
     SPOT,
     SSH_CIDR,
@@ -30,18 +30,12 @@ from colab_testkit.provisioning import (
     leftovers,
     output,
     provision,
-    run_playbook,
+    teardown,
 )
-from colab_testkit.substrate import ROOT, flat, seed_emulated_account, tags
+from colab_testkit.substrate import flat, seed_emulated_account, tags
 
 pytestmark = pytest.mark.timeout(900)
 
-OURS = {PROJECT_TAG: "colab-gpu-runtime", OWNER_TAG: OWNER, CREATOR_TAG: YOU}
-
-
-def teardown(server, env: dict | None = None, **variables):
-    variables = {"ec2_gpu_host_region": REGION, **variables}
-    return run_playbook(ROOT / "playbooks" / "teardown.yml", env or ansible_env(server), variables)
 
 
 def tag_list(values: dict) -> list[dict]:
