@@ -14,7 +14,9 @@ import yaml
 
 import colab_client
 from colab_testkit.substrate import (
+    AWS_HOOKS,
     ROOT,
+    AwsCallLog,
     ansible_env,
     http_get,
     pid_alive,
@@ -105,3 +107,22 @@ def test_overlay_sets_only_documented_variables(tmp_path):
     assert sorted(set(settings) - documented_variables()) == []
     hosts = yaml.safe_load((overlay / "hosts.yml").read_text())
     assert hosts["all"]["hosts"]["colab-gpu-runtime-bench"]["ansible_port"] == 2222
+
+
+def test_no_test_file_imports_another():
+    """Shared test code lives in the kit: a test module importing another couples their fixtures."""
+    importing = re.compile(r"^\s*(from|import)\s+test_\w+", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if importing.search(p.read_text())]
+    assert offenders == []
+
+
+def test_aws_call_log_counts_each_operation_and_starts_over(tmp_path):
+    log = AwsCallLog(tmp_path / "calls.jsonl")
+    assert log.take() == {}, "no run yet, no file"
+    env = log.env()
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(AWS_HOOKS) and (AWS_HOOKS / "sitecustomize.py").is_file()
+    assert env["COLAB_TEST_AWS_CALL_LOG"] == str(log.path)
+    log.path.write_text("".join(f'{{"service": "{s}", "operation": "{o}"}}\n' for s, o in
+                                [("ec2", "DescribeInstances"), ("sts", "GetCallerIdentity"), ("ec2", "DescribeInstances")]))  # fmt: skip
+    assert log.take() == {"ec2:DescribeInstances": 2, "sts:GetCallerIdentity": 1}
+    assert log.take() == {}, "each call is counted once"
