@@ -112,8 +112,18 @@ class MotoServer:
 
 
 # --------------------------------------------------------------------------- hosts
+class PodmanError(subprocess.CalledProcessError):
+    """A failed podman command whose message carries podman's own reason (its stderr)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}: {(self.stderr or '').strip()}"
+
+
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise PodmanError(res.returncode, res.args, res.stdout, res.stderr)
+    return res
 
 
 @dataclass
@@ -206,8 +216,24 @@ chmod 440 /etc/sudoers.d/90-{self.user}
     def remove(self) -> None:
         podman("rm", "-f", "-t", "0", self.name, check=False)
 
-    def restart(self) -> None:
-        podman("restart", "-t", "5", self.name)
+    def state(self) -> str:
+        return podman("inspect", "-f", "{{.State.Status}}", self.name).stdout.strip()
+
+    def restart(self, attempts: int = 3, settle: float = 60) -> None:
+        """Boot the host again (also one that is off). `podman restart` can fail half-way, e.g.
+        when the host powers itself off meanwhile (its idle auto-stop): then wait until the
+        container has settled in a state and restart it from there."""
+        for attempt in range(1, attempts + 1):
+            res = podman("restart", "-t", "5", self.name, check=False)
+            if res.returncode == 0:
+                break
+            if attempt == attempts:
+                raise PodmanError(res.returncode, res.args, res.stdout, res.stderr)
+            deadline = time.monotonic() + settle
+            while self.state() not in ("exited", "stopped", "running", "created"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name}: {self.state()!r} {settle}s after: {res.stderr.strip()}")
+                time.sleep(0.3)
         self.wait_systemd()
         self.wait_ssh()
 

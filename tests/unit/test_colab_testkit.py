@@ -10,13 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 import colab_client
+from colab_testkit import substrate
 from colab_testkit.substrate import (
     AWS_HOOKS,
     ROOT,
     AwsCallLog,
+    PodmanError,
+    RemoteHost,
     ansible_env,
     http_get,
     pid_alive,
@@ -126,3 +130,42 @@ def test_aws_call_log_counts_each_operation_and_starts_over(tmp_path):
                                 [("ec2", "DescribeInstances"), ("sts", "GetCallerIdentity"), ("ec2", "DescribeInstances")]))  # fmt: skip
     assert log.take() == {"ec2:DescribeInstances": 2, "sts:GetCallerIdentity": 1}
     assert log.take() == {}, "each call is counted once"
+
+
+class FakePodman:
+    """Answers `podman restart` with the given return codes in turn; `inspect` with states in turn."""
+
+    def __init__(self, restarts: list[int], states: list[str]):
+        self.restarts, self.states, self.calls = list(restarts), list(states), []
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        self.calls.append(args[0])
+        if args[0] == "restart":
+            rc = self.restarts.pop(0)
+            return subprocess.CompletedProcess(["podman", *args], rc, "", "Error: container state improper" if rc else "")
+        if args[0] == "inspect":
+            return subprocess.CompletedProcess(["podman", *args], 0, self.states.pop(0) + "\n", "")
+        raise AssertionError(args)
+
+
+def fake_host(monkeypatch, fake: FakePodman) -> RemoteHost:
+    monkeypatch.setattr(substrate, "podman", fake)
+    monkeypatch.setattr(substrate.time, "sleep", lambda _s: None)
+    host = RemoteHost(name="h", image="i", ssh_port=2222, key_path=Path("k"))
+    monkeypatch.setattr(host, "wait_systemd", lambda: None)
+    monkeypatch.setattr(host, "wait_ssh", lambda: None)
+    return host
+
+
+def test_restart_that_fails_half_way_waits_for_a_settled_state_and_boots_again(monkeypatch):
+    fake = FakePodman(restarts=[125, 0], states=["stopping", "stopping", "exited"])
+    fake_host(monkeypatch, fake).restart()
+    assert fake.calls == ["restart", "inspect", "inspect", "inspect", "restart"]
+
+
+def test_restart_that_keeps_failing_raises_with_podmans_reason(monkeypatch):
+    fake = FakePodman(restarts=[125, 125, 125], states=["exited", "exited"])
+    with pytest.raises(PodmanError, match="container state improper") as failed:
+        fake_host(monkeypatch, fake).restart()
+    assert failed.value.returncode == 125
+    assert fake.calls.count("restart") == 3
