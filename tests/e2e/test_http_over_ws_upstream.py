@@ -33,6 +33,7 @@ COMPAT = ROLE / "files" / "colab_runtime_compat.py"
 CONSTRAINTS = ROLE / "files" / "constraints.txt"
 REQUIREMENTS_TEMPLATE = ROLE / "templates" / "requirements.txt.j2"
 RUNNER = ROOT / "tests" / "fixtures" / "http_over_ws_upstream_runner.py"
+NODELAY_PROBE = ROOT / "tests" / "fixtures" / "websocket_nodelay_probe.py"
 CACHE = ROOT / ".cache" / "colab-runtime-upstream"
 
 # tornado >= 6.5 merges consecutive chunks of a chunked HTTP body that are already buffered
@@ -225,3 +226,22 @@ def test_suite_detects_the_cookie_bug_without_the_fix(upstream_venv, suite_dir):
     not_passed = set(result["failures"]) | set(result["errors"])
     assert COOKIE_FORWARDING <= not_passed
     assert not_passed - COOKIE_FORWARDING <= CHUNK_COALESCING
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["with the fix", "without it (control)"])
+def test_websocket_streams_send_at_once_with_the_nodelay_fix(upstream_venv, fixed):
+    """TCP_NODELAY read off both ends of a real tornado websocket of the locked stack.
+
+    tornado turns TCP_NODELAY off once the upgrade's response is written; the role's fix turns
+    it on again where a connection becomes a websocket (server and client side). The control
+    shows the option is really off without it. tests/e2e/test_colab_runtime.py measures what it
+    is worth on a host (the ~40 ms stall per message).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    res = subprocess.run(
+        [str(upstream_venv / "bin" / "python"), str(NODELAY_PROBE), *(["--fixed"] if fixed else [])],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-4000:]
+    sockets = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sockets == {"server": fixed, "client": fixed}, sockets
