@@ -6,7 +6,7 @@ set -euo pipefail
 
 declare -A PACKAGE_OF=(
   [podman]=podman [runc]=runc [debootstrap]=debootstrap [ssh]=openssh-client
-  [ssh-keygen]=openssh-client [sshd]=openssh-server [autossh]=autossh [chromium]=chromium
+  [ssh-keygen]=openssh-client [sshd]=openssh-server [chromium]=chromium
   [ss]=iproute2 [curl]=curl
 )
 
