@@ -452,7 +452,8 @@ class TestBadResize:
     settings share one launched instance (a launch is most of a case's time)."""
 
     @pytest.fixture(scope="class")
-    def launches(self, moto_server, tmp_path_factory):
+    @classmethod
+    def launches(cls, moto_server, tmp_path_factory):
         moto_server.reset()
         yield {"server": moto_server, "tmp": tmp_path_factory.mktemp("bad-resize"), "settings": None, "instance": None}
         moto_server.reset()
