@@ -2,14 +2,17 @@
 
 Run ON the runtime host with the runtime's own Python (bench/run.py pipes this file to
 `<venv>/bin/python - N`); prints {"timings": [ms, ...]} as JSON. Each execute is timed from the
-request to both its shell reply and the kernel's idle status, as the other probes are.
+request to both its shell reply and the kernel's idle status, as the other probes are. The kernel
+is the runtime's python3 kernelspec (bench/run.py passes the service's JUPYTER_PATH) on the
+runtime's transport (Unix sockets, as its jupyter_server_config.py sets), so that the only
+difference from the server's rows is the server.
 """
 
 import json
 import sys
 import time
 
-from jupyter_client.manager import start_new_kernel
+from jupyter_client.manager import KernelManager
 
 
 def execute(client, code: str) -> None:
@@ -30,8 +33,12 @@ def execute(client, code: str) -> None:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    manager, client = start_new_kernel(kernel_name="python3")
+    manager = KernelManager(kernel_name="python3", transport="ipc")
+    manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
     try:
+        client.wait_for_ready(timeout=60)
         for _ in range(3):
             execute(client, "pass")
         timings = []

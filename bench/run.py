@@ -48,7 +48,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 
 import colab_client
-from colab_testkit.relay import DelayRelay
+from colab_testkit.relay import DelayRelay, network_round_trips
 from colab_testkit.substrate import (
     ROOT,
     AwsCallLog,
@@ -95,6 +95,8 @@ TARGETS = {
     "p2_noop_s": 5.0,
     "p3_browser_tunnel_median_ms": 10.0,
     "p3_tunnel_overhead_ms": 1.0,
+    # A cell through the tunnel: at most one network round trip (measured alone) + this.
+    "latency_cell_over_network_ms": 5.0,
 }
 
 
@@ -451,8 +453,13 @@ def probe(client: str, base: str, token: str, n: int, prefix: list[str] | None =
 
 
 def kernel_alone(host: RemoteHost, n: int) -> dict:
+    # The service's own environment (JUPYTER_PATH: the role's python3 kernelspec, the kernel
+    # environment's PATH), so that the probe starts the very kernel the server starts.
+    unit_env = host.exec("systemctl", "show", "-P", "Environment", RUNTIME_SERVICE).stdout.split()
+    env = [opt for var in unit_env if var.split("=", 1)[0] in ("JUPYTER_PATH", "PATH", "VIRTUAL_ENV") for opt in ("-e", var)]
     res = subprocess.run(
-        ["podman", "exec", "-i", "-w", "/tmp", "-e", "JUPYTER_RUNTIME_DIR=/tmp/bench-kernel", host.name, f"{RUNTIME_VENV}/bin/python", "-", str(n)],
+        ["podman", "exec", "-i", "-w", "/tmp", "-e", "JUPYTER_RUNTIME_DIR=/tmp/bench-kernel", *env, host.name,
+         f"{RUNTIME_VENV}/bin/python", "-", str(n)],
         input=(BENCH / "kernel_probe.py").read_text(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if res.returncode != 0:
@@ -656,6 +663,10 @@ def measure_latency(b: Bench, site: Site, delays: list[float], clients: list[str
     for rtt in delays:
         site.set_round_trip(rtt)
         key = f"{rtt:g}"
+        # The network alone: a small echo through a relay at this delay (what a cell's one round
+        # trip costs before any of the product's own work).
+        out.setdefault("network", {})[key] = stats([t * 1000 for t in network_round_trips(rtt / 2, n)])
+        log(f"latency: network alone at {key} ms: {out['network'][key]}")
         steps = out["steps"][key] = {}
         log(f"latency: no-op site.yml at {key} ms round trip")
         site.playbook("site.yml")  # settles the host's control connection at this delay
@@ -684,6 +695,20 @@ def measure_latency(b: Bench, site: Site, delays: list[float], clients: list[str
     return out
 
 
+def cell_over_network(p: dict) -> dict[tuple[str, str, str], float]:
+    """(client, flow, round trip) -> our cell's median minus the network alone's, in ms."""
+    network = p.get("network", {})
+    excess = {}
+    for c in p["cells"]:
+        key = f"{c['rtt_ms']:g}"
+        if c["server"] != "ours" or key not in network:
+            continue
+        for flow, st in c.get("flows", {}).items():
+            if st.get("ok"):
+                excess[(c["client"], flow, key)] = round(st["median_ms"] - network[key]["median_ms"], 2)
+    return excess
+
+
 def latency_lines(p: dict) -> list[str]:
     keys = [f"{d:g}" for d in p["round_trips_ms"]]
     head = "".join(f"{k + ' ms':>22s}" for k in keys)
@@ -699,6 +724,15 @@ def latency_lines(p: dict) -> list[str]:
             for k in keys
         )
         lines.append(f"  {server:5s} {path:21s} {client:7s} {flow:12s}{cols}")
+    network = p.get("network", {})
+    if network:
+        cols = "".join(f"{str(network[k].get('median_ms')) + ' / ' + str(network[k].get('p90_ms')):>22s}" for k in keys if k in network)
+        lines.append(f"  {'network alone (echo through the relay)':44s}{cols}")
+        lines.append(f"  ours minus the network alone, median ms (target <= {TARGETS['latency_cell_over_network_ms']:g} ms):")
+        excess = cell_over_network(p)
+        for client, flow in dict.fromkeys((c, f) for c, f, _ in excess):
+            cols = "".join(f"{excess.get((client, flow, k), '-')!s:>22s}" for k in keys)
+            lines.append(f"    {client:7s} {flow:33s}{cols}")
     for step, title in (("noop", "no-op site.yml"), ("connect", "connect step (connect.yml)")):
         lines.append(f"  {title}:")
         for what, fmt in (
@@ -823,6 +857,9 @@ def summarize(results: dict) -> list[str]:
             )
     if "latency" in results:
         lines += latency_lines(results["latency"])
+        excess = cell_over_network(results["latency"])
+        if excess:
+            targets["latency_cell_over_network"] = max(excess.values()) <= TARGETS["latency_cell_over_network_ms"]
     if "kernelset" in results:
         lines += kernel_set.lines(results["kernelset"])
     if "team" in results:

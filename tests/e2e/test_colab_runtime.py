@@ -115,6 +115,51 @@ def test_one_kernel_proves_every_flow(runtime):
     assert kernel_ids(runtime) == before
 
 
+# Reads from any account the socket it names: "refused" unless it may connect (a Unix socket file
+# needs write permission on it and search permission on its directories).
+CONNECT_UNIX = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX)\n"
+    "try:\n    s.connect(sys.argv[1]); print('connected')\n"
+    "except PermissionError:\n    print('refused')\n"
+)
+
+
+def test_kernels_listen_only_on_unix_sockets_of_the_service_user(runtime):
+    """A kernel on loopback TCP lets any local account subscribe to its IOPub port and read every
+    output (the HMAC key only signs messages); on ipc its five sockets sit in the service's 0700
+    runtime directory. The kernel also runs without ipykernel's 0.5 ms sleep per execute."""
+    host = runtime.host
+    # Sockets are listed as the service user: root in a test container may not read another
+    # account's /proc/<pid>/fd (no CAP_SYS_PTRACE), so `ss -p` would name no process.
+    as_service = ("setpriv", "--reuid=colab", "--regid=colab", "--clear-groups")
+    as_nobody = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+    with ColabClient(runtime.url, None, flow="direct") as client:
+        assert client.execute("print(get_ipython().kernel._execute_sleep)") == "0.0\n"
+        run_dir = f"/run/{SERVICE}"
+        connection = json.loads(host.exec("cat", f"{run_dir}/kernel-{client.kernel_id}.json").stdout)
+        assert connection["transport"] == "ipc"
+        kernel = "pid=" + host.exec("pgrep", "-f", f"kernel-{client.kernel_id}.json").stdout.split()[0] + ","
+        server = "pid=" + host.exec("systemctl", "show", "-P", "MainPID", SERVICE).stdout.strip() + ","
+        tcp = host.exec(*as_service, "ss", "-tuanpH").stdout
+        # The listing does see the service's processes: the server's own port is there.
+        assert any(server in line and f"127.0.0.1:{runtime.port} " in line for line in tcp.splitlines()), tcp
+        # What the kernel may still listen on over TCP is ipykernel's pipe for the output of forked
+        # subprocesses (hard-wired to tcp://127.0.0.1): a PULL socket, so nothing can be read from
+        # it, and it drops messages without the kernel's random per-process key. No channel.
+        kernel_tcp = [line.split() for line in tcp.splitlines() if kernel in line]
+        assert len(kernel_tcp) <= 1, tcp
+        assert all(fields[1] == "LISTEN" and fields[4].startswith("127.0.0.1:") for fields in kernel_tcp), tcp
+        unix = host.exec(*as_service, "ss", "-xlpH").stdout
+        listening = [line.split()[4] for line in unix.splitlines() if kernel in line]
+        assert sorted(listening) == [f"{run_dir}/kernel-{client.kernel_id}-ipc-{n}" for n in range(1, 6)], unix
+        owner, mode = host.exec("stat", "-c", "%U %a", run_dir).stdout.split()
+        assert (owner, int(mode, 8) & 0o777) == ("colab", 0o700)  # jupyter_core adds the sticky bit
+        assert host.exec(*as_nobody, "python3", "-c", CONNECT_UNIX, listening[0]).stdout.strip() == "refused"
+        # The control: the same probe as the service user reaches the socket.
+        assert host.exec(*as_service, "python3", "-c", CONNECT_UNIX, listening[0]).stdout.strip() == "connected"
+
+
 def test_failing_first_flow_still_checks_the_others(runtime, monkeypatch):
     def refuse(self, *args):
         raise ColabProtocolError("refused for the test", 403)

@@ -55,3 +55,30 @@ def test_turns_are_counted_for_the_task_running_when_they_happened(tmp_path):
     assert json.loads(res.stdout) == {
         "idle_stop": 2, "(before the first task)": 1, "play: Configure": 1, "nvidia_gpu": 1,
     }
+
+
+def test_latency_report_puts_each_cell_beside_the_network_alone():
+    phase = {
+        "round_trips_ms": [0.0, 40.0], "steps": {}, "first_converge": {},
+        "network": {"0": {"median_ms": 0.3, "p90_ms": 0.9}, "40": {"median_ms": 41.3, "p90_ms": 41.6}},
+        "cells": [
+            {"rtt_ms": 0.0, "server": "ours", "path": "tunnel", "client": "python",
+             "flows": {"direct": {"ok": True, "median_ms": 4.5, "p90_ms": 6.0}, "http_over_ws": {"ok": False}}},
+            {"rtt_ms": 40.0, "server": "ours", "path": "tunnel", "client": "python",
+             "flows": {"direct": {"ok": True, "median_ms": 46.0, "p90_ms": 48.0}}},
+            {"rtt_ms": 40.0, "server": "stock", "path": "ssh -N", "client": "python",
+             "flows": {"direct": {"ok": True, "median_ms": 88.0, "p90_ms": 90.0}}},
+        ],
+    }  # fmt: skip
+    code = (
+        "import runpy, json, sys; g = runpy.run_path('bench/run.py'); p = json.loads(sys.argv[1]); "
+        "print(json.dumps({'excess': [[*k, v] for k, v in g['cell_over_network'](p).items()], 'lines': g['latency_lines'](p)}))"
+    )
+    res = run("-c", code, json.dumps(phase))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    # Only our cells that worked, each minus the network alone at the same round trip.
+    assert out["excess"] == [["python", "direct", "0", 4.2], ["python", "direct", "40", 4.7]]
+    network_row = next(line for line in out["lines"] if "network alone (echo" in line)
+    assert network_row.split()[-6:] == ["0.3", "/", "0.9", "41.3", "/", "41.6"]
+    assert any(line.split() == ["python", "direct", "4.2", "4.7"] for line in out["lines"])

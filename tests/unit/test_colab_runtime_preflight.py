@@ -56,6 +56,14 @@ CASES = {
     "uv_unpinned_with_hash": ({"colab_runtime_uv_version": "0.1.0", "colab_runtime_uv_wheel_sha256": "ab" * 32}, None),
     "uv_bad_hash": ({"colab_runtime_uv_wheel_sha256": "abc"}, r"colab_runtime_uv_wheel_sha256=abc is not a SHA-256"),
     "uv_unpinned_pip": ({"colab_runtime_uv_version": "0.1.0", "colab_runtime_installer": "pip"}, None),
+    "service_name_second": ({"colab_runtime_service_name": "colab-runtime-2"}, None),
+    "service_name_suffix": ({"colab_runtime_service_name": "colab-runtime.service"},
+                            r"colab_runtime_service_name=colab-runtime\.service is not a usable unit name"),
+    "service_name_path": ({"colab_runtime_service_name": "../colab"},
+                          r"colab_runtime_service_name=\.\./colab is not a usable unit name: use 1 to 50 letters"),
+    "service_name_space": ({"colab_runtime_service_name": "colab runtime"}, r"colab_runtime_service_name=colab runtime is not"),
+    "service_name_long": ({"colab_runtime_service_name": "c" * 51}, r"is not a usable unit name: use 1 to 50 letters"),
+    "service_name_50": ({"colab_runtime_service_name": "c" * 50}, None),
 }  # fmt: skip
 
 # Computed by the role's vars from the settings; recorded for the cases named here.

@@ -9,38 +9,14 @@ import time
 
 import pytest
 
-from colab_testkit.relay import DelayRelay
+from colab_testkit.relay import DelayRelay, EchoServer, network_round_trips
 
 
 @pytest.fixture
 def echo_server():
-    """A loopback echo server (one thread per connection); yields its port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-    closed = []
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            while data := conn.recv(65536):
-                conn.sendall(data)
-        closed.append(True)
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1], closed
-    stop.set()
-    thread.join(2)
-    listener.close()
+    """A loopback echo server; yields its port and the list its closed connections go to."""
+    with EchoServer() as echo:
+        yield echo.port, echo.closed
 
 
 def connect(relay: DelayRelay) -> socket.socket:
@@ -178,3 +154,12 @@ def test_turn_times_say_when_each_turn_happened(echo_server):
         assert all(before <= t <= after for t, _ in times) and times == sorted(times)
         relay.reset_counts()
         assert relay.turn_times() == []
+
+
+def test_network_round_trips_measure_the_emulated_path():
+    fast = network_round_trips(0, 20)
+    slow = network_round_trips(15, 5)
+    assert len(fast) == 20 and len(slow) == 5
+    # Never faster than the emulated path; a loopback echo without delay is far below it.
+    assert min(slow) >= 0.030
+    assert sorted(fast)[10] < 0.030

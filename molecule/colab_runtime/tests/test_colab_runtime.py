@@ -101,6 +101,7 @@ def test_config_content(host, token):
         '"jupyter_http_over_ws": True',
         '"jupyterlab": False',
         "c.ColabRuntime.tcp_nodelay = True",
+        'c.KernelManager.transport = "ipc"',
         "c.ColabRuntime.private_network_access = True",
         'c.ServerApp.root_dir = "/var/lib/colab-runtime/notebooks"',
     ):
@@ -229,7 +230,8 @@ def test_kernel_env_owned_by_the_service_user_with_pip(host):
 def test_kernelspec_python3_is_the_kernel_env(host):
     spec_file = host.file(f"{PREFIX}/share/jupyter/kernels/python3/kernel.json")
     spec = json.loads(spec_file.content_string)
-    assert spec["argv"][:3] == [f"{KERNEL_DIR}/current/bin/python", "-m", "ipykernel_launcher"]
+    assert spec["argv"] == [f"{KERNEL_DIR}/current/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                            "--Kernel._execute_sleep=0"]  # fmt: skip
     assert spec_file.user == "root"
     assert "c.KernelSpecManager.ensure_native_kernel = False" in host.file(CONFIG_FILE).content_string
     assert f"JUPYTER_PATH={PREFIX}/share/jupyter" in unit_property(host, "Environment").split()
