@@ -22,12 +22,12 @@ CHECK_CODE = "40 + 2"
 WARMUP = 3
 
 
-def python_flow(base: str, token: str, flow: str, n: int) -> dict:
+def python_flow(base: str, token: str, flow: str, n: int, pause_ms: float = 0.0) -> dict:
     try:
         with ColabClient(base, token, flow=flow) as client:
             result = client.execute(f"print({CHECK_CODE})").strip()
             client.roundtrip_times(WARMUP, TIMED_CODE)
-            timings = [t * 1000 for t in client.roundtrip_times(n, TIMED_CODE)]
+            timings = [t * 1000 for t in client.roundtrip_times(n, TIMED_CODE, pause=pause_ms / 1000)]
         return {"ok": result == "42", "result": result, "timings": timings}
     except Exception as err:  # reported, not raised: one failed cell must not hide the others
         return {"ok": False, "error": f"{type(err).__name__}: {err}"}
@@ -61,11 +61,15 @@ def main() -> int:
     parser.add_argument("--token", required=True)
     parser.add_argument("--flows", default=",".join(FLOWS))
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--pause-ms", type=float, default=0.0, help="python client: untimed pause before each execute")
     args = parser.parse_args()
     flows = args.flows.split(",")
     started = time.monotonic()
     if args.client == "python":
-        results, version = {f: python_flow(args.base, args.token, f, args.n) for f in flows}, "colab_client.py"
+        results = {f: python_flow(args.base, args.token, f, args.n, args.pause_ms) for f in flows}
+        version = "colab_client.py"
+    elif args.pause_ms:
+        parser.error("--pause-ms is for the python client only")
     else:
         results, version = browser_flows(args.base, args.token, flows, args.n)
     print(json.dumps({"client": args.client, "version": version, "flows": results,

@@ -436,9 +436,10 @@ def p2(b: Bench, site: Site, first_run: dict) -> dict:
 
 
 # =============================================================================== P3
-def probe(client: str, base: str, token: str, n: int, prefix: list[str] | None = None) -> dict:
+def probe(client: str, base: str, token: str, n: int, prefix: list[str] | None = None, pause_ms: float = 0.0) -> dict:
     res = subprocess.run(
-        [*(prefix or []), PYTHON, str(BENCH / "probe.py"), "--client", client, "--base", base, "--token", token, "--n", str(n)],
+        [*(prefix or []), PYTHON, str(BENCH / "probe.py"), "--client", client, "--base", base, "--token", token, "--n", str(n),
+         *(["--pause-ms", f"{pause_ms:g}"] if pause_ms else [])],
         capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     if res.returncode != 0:
@@ -452,14 +453,14 @@ def probe(client: str, base: str, token: str, n: int, prefix: list[str] | None =
     return {"version": data["version"], "flows": flows}
 
 
-def kernel_alone(host: RemoteHost, n: int) -> dict:
+def kernel_alone(host: RemoteHost, n: int, pause_ms: float = 0.0) -> dict:
     # The service's own environment (JUPYTER_PATH: the role's python3 kernelspec, the kernel
     # environment's PATH), so that the probe starts the very kernel the server starts.
     unit_env = host.exec("systemctl", "show", "-P", "Environment", RUNTIME_SERVICE).stdout.split()
     env = [opt for var in unit_env if var.split("=", 1)[0] in ("JUPYTER_PATH", "PATH", "VIRTUAL_ENV") for opt in ("-e", var)]
     res = subprocess.run(
         ["podman", "exec", "-i", "-w", "/tmp", "-e", "JUPYTER_RUNTIME_DIR=/tmp/bench-kernel", *env, host.name,
-         f"{RUNTIME_VENV}/bin/python", "-", str(n)],
+         f"{RUNTIME_VENV}/bin/python", "-", str(n), f"{pause_ms:g}"],
         input=(BENCH / "kernel_probe.py").read_text(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if res.returncode != 0:
@@ -676,6 +677,8 @@ def measure_latency(b: Bench, site: Site, delays: list[float], clients: list[str
         steps["connect"] = timed_step(site, "playbooks/connect.yml", by_role=True)
         log(f"latency:   connect step: {steps['connect']}")
         cells("ours", "tunnel (connect.yml)", rtt)
+        if rtt == delays[0] and len(delays) > 1:
+            idle_gap(b, site, base, token, max(delays), out)
     # Before: the stock server (no TCP_NODELAY on websocket streams) and a plain `ssh -N` forward.
     site.playbook("playbooks/connect.yml", "-e", "colab_tunnel_state=stopped")
     site.set_round_trip(0)
@@ -693,6 +696,25 @@ def measure_latency(b: Bench, site: Site, delays: list[float], clients: list[str
         set_server_nodelay(site.host, site.port, on=True)
     out["load_after"] = loadavg()
     return out
+
+
+def idle_gap(b: Bench, site: Site, base: str, token: str, pause_ms: float, out: dict) -> None:
+    """The control for the delayed rows: the same cells on the undelayed path, each after a pause.
+
+    Over a delayed path every process in a cell's path waits idle between the request and the
+    answer, and processes woken from idle answer later than ones run back to back (on this VM a
+    bare zmq ping-pong takes ~0.25 ms more after a 40 ms pause). Pausing as long as the largest
+    delay, with no delay, measures that share apart from the path; the kernel alone, with and
+    without the pause, shows how much of it is the kernel's.
+    """
+    n = b.args.n
+    gap: dict = {"pause_ms": pause_ms, "n": n}
+    log(f"latency: idle-gap control, cells and the kernel alone after {pause_ms:g} ms pauses")
+    gap["ours"] = probe("python", base, token, n, pause_ms=pause_ms).get("flows", {})
+    gap["kernel_alone"] = kernel_alone(site.host, n)
+    gap["kernel_alone_paused"] = kernel_alone(site.host, n, pause_ms=pause_ms)
+    log(f"latency:   {gap}")
+    out["idle_gap"] = gap
 
 
 def cell_over_network(p: dict) -> dict[tuple[str, str, str], float]:
@@ -733,6 +755,19 @@ def latency_lines(p: dict) -> list[str]:
         for client, flow in dict.fromkeys((c, f) for c, f, _ in excess):
             cols = "".join(f"{excess.get((client, flow, k), '-')!s:>22s}" for k in keys)
             lines.append(f"    {client:7s} {flow:33s}{cols}")
+    gap = p.get("idle_gap")
+    if gap:
+        pause, first = f"{gap['pause_ms']:g}", keys[0]
+        ka, kp = gap.get("kernel_alone", {}), gap.get("kernel_alone_paused", {})
+        lines.append(f"  idle-gap control at {first} ms, a {pause} ms pause before each cell (median / p90 ms):")
+        lines.append(f"    kernel alone, back to back / after the pause  {ka.get('median_ms')} / {ka.get('p90_ms')}"
+                     f"  ->  {kp.get('median_ms')} / {kp.get('p90_ms')}")  # fmt: skip
+        for flow, st in gap.get("ours", {}).items():
+            lines.append(f"    ours, python {flow:12s} after the pause     {st.get('median_ms')} / {st.get('p90_ms')}")
+            over = excess.get(("python", flow, pause)) if network else None
+            if st.get("ok") and over is not None:
+                lines.append(f"      at {pause} ms, ours minus the network alone minus this: {round(over - st['median_ms'], 2)} ms"
+                             " (what the delayed path adds beyond one round trip and waking from idle)")  # fmt: skip
     for step, title in (("noop", "no-op site.yml"), ("connect", "connect step (connect.yml)")):
         lines.append(f"  {title}:")
         for what, fmt in (

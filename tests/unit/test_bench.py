@@ -69,6 +69,9 @@ def test_latency_report_puts_each_cell_beside_the_network_alone():
             {"rtt_ms": 40.0, "server": "stock", "path": "ssh -N", "client": "python",
              "flows": {"direct": {"ok": True, "median_ms": 88.0, "p90_ms": 90.0}}},
         ],
+        "idle_gap": {"pause_ms": 40.0, "kernel_alone": {"median_ms": 3.1, "p90_ms": 4.0},
+                     "kernel_alone_paused": {"median_ms": 5.4, "p90_ms": 6.0},
+                     "ours": {"direct": {"ok": True, "median_ms": 4.0, "p90_ms": 5.0}}},
     }  # fmt: skip
     code = (
         "import runpy, json, sys; g = runpy.run_path('bench/run.py'); p = json.loads(sys.argv[1]); "
@@ -82,3 +85,6 @@ def test_latency_report_puts_each_cell_beside_the_network_alone():
     network_row = next(line for line in out["lines"] if "network alone (echo" in line)
     assert network_row.split()[-6:] == ["0.3", "/", "0.9", "41.3", "/", "41.6"]
     assert any(line.split() == ["python", "direct", "4.2", "4.7"] for line in out["lines"])
+    # The idle-gap control: the same cell after a pause as long as the delay, with no delay.
+    assert any("back to back / after the pause  3.1 / 4.0  ->  5.4 / 6.0" in line for line in out["lines"])
+    assert any("ours minus the network alone minus this: 0.7 ms" in line for line in out["lines"])

@@ -70,3 +70,19 @@ def test_a_kernel_that_cannot_start_leaves_each_other_flow_its_own(fake_server, 
     assert results == [(False, "http_over_ws: FAILED: refused for the test"), (True, "direct: OK: printed '42'")]
     assert ("direct", "start") in fake_server
     assert ("direct", "DELETE /api/kernels/k1") in fake_server
+
+
+def test_roundtrip_times_pause_before_each_execute_untimed(monkeypatch):
+    import colab_client
+
+    events = []
+    clock = iter(range(0, 1000, 10))  # perf_counter: 0, 10, 20, ... (each execute "takes" 10 s)
+    monkeypatch.setattr(colab_client.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(colab_client.time, "sleep", lambda s: events.append(("sleep", s)))
+    monkeypatch.setattr(ColabClient, "execute", lambda self, code: events.append(("execute", code)))
+    client = ColabClient("http://localhost:1", "t" * 48, flow="direct")
+    assert client.roundtrip_times(2, "pass", pause=0.04) == [10, 10]
+    assert events == [("sleep", 0.04), ("execute", "pass"), ("sleep", 0.04), ("execute", "pass")]
+    events.clear()
+    client.roundtrip_times(1)
+    assert events == [("execute", "pass")]  # back to back by default

@@ -341,10 +341,16 @@ class ColabClient:
             raise ColabProtocolError(f"execution failed: {reply.get('ename')}: {reply.get('evalue')}")
         return "".join(stdout)
 
-    def roundtrip_times(self, n: int = 50, code: str = "pass") -> list[float]:
-        """Seconds per execute of a trivial cell, n times (what a user feels per cell run)."""
+    def roundtrip_times(self, n: int = 50, code: str = "pass", pause: float = 0.0) -> list[float]:
+        """Seconds per execute of a trivial cell, n times (what a user feels per cell run).
+
+        ``pause``: seconds to wait before each execute, untimed, as a user does between cells
+        (processes that have gone idle take longer to wake than ones run back to back).
+        """
         times = []
         for _ in range(n):
+            if pause > 0:
+                time.sleep(pause)
             start = time.perf_counter()
             self.execute(code)
             times.append(time.perf_counter() - start)
