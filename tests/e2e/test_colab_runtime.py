@@ -115,8 +115,8 @@ def test_one_kernel_proves_every_flow(runtime):
     assert kernel_ids(runtime) == before
 
 
-# Reads from any account the socket it names: "refused" unless it may connect (a Unix socket file
-# needs write permission on it and search permission on its directories).
+# Run as some account: prints whether that account may connect to the Unix socket it is given
+# ("refused" without write permission on the socket file or search permission on its directories).
 CONNECT_UNIX = (
     "import socket, sys\n"
     "s = socket.socket(socket.AF_UNIX)\n"
