@@ -655,10 +655,10 @@ RUNTIME_TOKEN_FILE = "/etc/colab-runtime/token"
 
 
 def role_digest(role: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in role.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(role)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    """The role's files as the hosts get them, by converge_state's own tree digest: bytecode
+    caches are left out (Python writes them beside role files as tests import those, with the
+    checkout's mtimes inside, so every fresh clone would otherwise rebuild the image)."""
+    return load_role_file("converge_state", "lookup_plugins/converge_state_digest.py").tree_digest(str(role))
 
 
 def runtime_image(base_image: str, key_path: Path, workdir: Path) -> str:

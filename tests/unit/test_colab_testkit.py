@@ -169,3 +169,18 @@ def test_restart_that_keeps_failing_raises_with_podmans_reason(monkeypatch):
         fake_host(monkeypatch, fake).restart()
     assert failed.value.returncode == 125
     assert fake.calls.count("restart") == 3
+
+
+def test_runtime_image_digest_follows_the_role_files_not_their_bytecode(tmp_path):
+    """The runtime image is kept per digest of roles/colab_runtime: bytecode that importing role
+    files leaves behind (with the checkout's mtimes in it) must not make a fresh clone rebuild it."""
+    role = tmp_path / "role"
+    (role / "files").mkdir(parents=True)
+    (role / "files" / "script.py").write_text("print('runtime')\n")
+    clean = substrate.role_digest(role)
+    (role / "files" / "__pycache__").mkdir()
+    (role / "files" / "__pycache__" / "script.cpython-311.pyc").write_bytes(os.urandom(64))
+    (role / "files" / "stray.pyc").write_bytes(os.urandom(64))
+    assert substrate.role_digest(role) == clean
+    (role / "files" / "script.py").write_text("print('changed')\n")
+    assert substrate.role_digest(role) != clean
